@@ -1,0 +1,173 @@
+import os from 'node:os'
+import path from 'node:path'
+import { z } from 'zod'
+
+/** "24h", "90m", "3600s", "2d" or a bare number of seconds, to milliseconds. */
+const duration = z
+  .string()
+  .trim()
+  .regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/, 'expected a duration such as 24h, 90m, 3600s or 2d')
+  .transform((text) => {
+    const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(text)
+    const value = Number(match?.[1])
+    const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match?.[2] ?? 's'] ?? 1000
+    return Math.round(value * unitMs)
+  })
+
+const positiveInt = () => z.coerce.number().int().positive()
+const megabytes = (fallback: number) => positiveInt().default(fallback).transform((mb) => mb * 1024 * 1024)
+const flag = (fallback: boolean) => z.stringbool().default(fallback)
+
+/**
+ * Every setting Warden reads, with its default. The only place that reads process.env; README's
+ * configuration table is kept in step with it by test/unit/readme.test.ts.
+ */
+export const EnvSchema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
+  DATA_DIR: z.string().min(1).default('./data'),
+  RUN_DIR: z.string().min(1).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  AUTH: z.enum(['api-key', 'none']).optional(),
+  CODE_API_KEY: z.string().optional(),
+
+  JAIL: z.enum(['auto', 'nsjail', 'bwrap']).default('auto'),
+  NSJAIL_PATH: z.string().default('nsjail'),
+  BWRAP_PATH: z.string().default('bwrap'),
+  NSJAIL_CONFIG: z.string().optional(),
+  PYTHON_PATH: z.string().default('/usr/bin/python3'),
+  PRELOAD_MODULES: z.string().default('numpy,pandas,matplotlib').transform((list) =>
+    list.split(',').map((name) => name.trim()).filter(Boolean)),
+  JAIL_UID_BASE: z.coerce.number().int().min(1000).max(4_000_000_000).default(2_000_000_000),
+  CGROUPS: z.enum(['auto', 'off']).default('auto'),
+  STRICT: flag(false),
+
+  EXEC_TIMEOUT_MS: positiveInt().max(3_600_000).default(30_000),
+  MEMORY_LIMIT_MB: megabytes(512),
+  PIDS_LIMIT: positiveInt().min(8).max(65_536).default(128),
+  CPU_LIMIT: z.coerce.number().positive().max(256).default(1),
+  MAX_STDOUT_BYTES: positiveInt().default(1024 * 1024),
+  MAX_STDERR_BYTES: positiveInt().default(1024 * 1024),
+  WORKDIR_LIMIT_MB: megabytes(256),
+  TMP_LIMIT_MB: megabytes(64),
+  MAX_FILE_SIZE_MB: megabytes(128),
+  MAX_OUTPUT_FILES: positiveInt().max(10_000).default(50),
+  MAX_OUTPUT_FILE_MB: megabytes(128),
+  MAX_OUTPUT_TOTAL_MB: megabytes(256),
+
+  POOL_MIN: z.coerce.number().int().min(0).max(256).default(2),
+  POOL_MAX: positiveInt().max(256).default(8),
+  ZYGOTES: positiveInt().max(16).default(1),
+
+  MAX_UPLOAD_MB: megabytes(150),
+  MAX_BODY_MB: megabytes(16),
+  FILE_TTL: duration.default(24 * 3_600_000),
+  SWEEP_INTERVAL: duration.default(10 * 60_000),
+})
+
+type Env = z.infer<typeof EnvSchema>
+
+export interface Config {
+  host: string
+  port: number
+  dataDir: string
+  runDir: string
+  logLevel: Env['LOG_LEVEL']
+  auth: { mode: 'api-key', apiKeys: string[] } | { mode: 'none' }
+  jail: {
+    driver: Env['JAIL']
+    nsjailPath: string
+    bwrapPath: string
+    nsjailConfig: string
+    pythonPath: string
+    preloadModules: string[]
+    uidBase: number
+    cgroups: Env['CGROUPS']
+    strict: boolean
+  }
+  limits: ExecutionLimits
+  pool: { min: number, max: number, zygotes: number }
+  storage: { maxUploadBytes: number, fileTtlMs: number, sweepIntervalMs: number }
+  maxBodyBytes: number
+}
+
+/** What every execution gets unless a request asks for less time. */
+export interface ExecutionLimits {
+  timeoutMs: number
+  memoryBytes: number
+  pidsMax: number
+  cpus: number
+  maxStdoutBytes: number
+  maxStderrBytes: number
+  workdirBytes: number
+  tmpBytes: number
+  maxFileBytes: number
+  maxOutputFiles: number
+  maxOutputFileBytes: number
+  maxOutputTotalBytes: number
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const repoRoot = path.resolve(import.meta.dirname, '..')
+
+/** Parse and validate the environment once; a bad value stops the server with the variable's name. */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const parsed = EnvSchema.safeParse(env)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`)
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
+  }
+  const e = parsed.data
+  if (e.POOL_MIN > e.POOL_MAX) throw new ConfigError(`invalid configuration:\n  POOL_MIN: must not exceed POOL_MAX (${e.POOL_MAX})`)
+  return Object.freeze({
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: path.resolve(e.DATA_DIR),
+    runDir: path.resolve(e.RUN_DIR ?? path.join(os.tmpdir(), `warden-${process.pid}`)),
+    logLevel: e.LOG_LEVEL,
+    auth: resolveAuth(e),
+    jail: {
+      driver: e.JAIL,
+      nsjailPath: e.NSJAIL_PATH,
+      bwrapPath: e.BWRAP_PATH,
+      nsjailConfig: path.resolve(e.NSJAIL_CONFIG ?? path.join(repoRoot, 'nsjail.cfg')),
+      pythonPath: e.PYTHON_PATH,
+      preloadModules: e.PRELOAD_MODULES,
+      uidBase: e.JAIL_UID_BASE,
+      cgroups: e.CGROUPS,
+      strict: e.STRICT,
+    },
+    limits: {
+      timeoutMs: e.EXEC_TIMEOUT_MS,
+      memoryBytes: e.MEMORY_LIMIT_MB,
+      pidsMax: e.PIDS_LIMIT,
+      cpus: e.CPU_LIMIT,
+      maxStdoutBytes: e.MAX_STDOUT_BYTES,
+      maxStderrBytes: e.MAX_STDERR_BYTES,
+      workdirBytes: e.WORKDIR_LIMIT_MB,
+      tmpBytes: e.TMP_LIMIT_MB,
+      maxFileBytes: e.MAX_FILE_SIZE_MB,
+      maxOutputFiles: e.MAX_OUTPUT_FILES,
+      maxOutputFileBytes: e.MAX_OUTPUT_FILE_MB,
+      maxOutputTotalBytes: e.MAX_OUTPUT_TOTAL_MB,
+    },
+    pool: { min: e.POOL_MIN, max: e.POOL_MAX, zygotes: e.ZYGOTES },
+    storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
+    maxBodyBytes: e.MAX_BODY_MB,
+  })
+}
+
+function resolveAuth (e: Env): Config['auth'] {
+  const apiKeys = (e.CODE_API_KEY ?? '').split(',').map((key) => key.trim()).filter(Boolean)
+  const mode = e.AUTH ?? (apiKeys.length > 0 ? 'api-key' : undefined)
+  if (mode === 'none') return { mode: 'none' }
+  if (apiKeys.length === 0) {
+    throw new ConfigError(
+      'invalid configuration:\n  CODE_API_KEY: no API key is set; set CODE_API_KEY, or AUTH=none to serve without authentication')
+  }
+  return { mode: 'api-key', apiKeys }
+}
