@@ -1,0 +1,92 @@
+/**
+ * The store of uploaded and generated files, as the API and the execution pipeline use it. Local disk
+ * (`local-file-store.ts`) is the embedded default; an object store can implement the same interface.
+ * Files are addressed by (sessionId, fileId), both 21-char nanoids (`ids.ts`); names live in metadata.
+ */
+
+/** Who a file came from: `user`/`agent`/`skill` uploads (spec §3.4) or an execution's `output`. */
+export const FILE_KINDS = ['user', 'agent', 'skill', 'output'] as const
+export type FileKind = (typeof FILE_KINDS)[number]
+
+export interface FileOwner { tenant: string, user: string }
+
+export interface StoredFile {
+  id: string
+  sessionId: string
+  /** Path under /mnt/data, validated by `validateFileName`; may contain `/`. */
+  name: string
+  size: number
+  contentType: string
+  kind: FileKind
+  /** LibreChat's resource id (user, agent or skill id); not a nanoid (spec §5). */
+  resourceId?: string
+  /** Skill version (spec §3.4). */
+  version?: number
+  owner: FileOwner
+  /** ISO 8601. */
+  createdAt: string
+  /** ISO 8601; drives retention and the freshness probe (spec §3.7). */
+  lastUsedAt: string
+}
+
+export interface NewFile {
+  sessionId: string
+  name: string
+  /** What the client declared; used only when the name's extension is unknown (`contentTypeFor`). */
+  contentType?: string
+  kind: FileKind
+  resourceId?: string
+  version?: number
+  owner: FileOwner
+}
+
+/** One file being written. Call `commit` or `abort` exactly once; until `commit` nobody sees it. */
+export interface FileWriter {
+  readonly bytesWritten: number
+  /** Resolves once the chunk is handed to the OS: await it (backpressure). */
+  write (chunk: Uint8Array): Promise<void>
+  /** Make the file durable and visible; resolves with its metadata. */
+  commit (): Promise<StoredFile>
+  /** Drop everything written; idempotent, and a no-op after `commit`. */
+  abort (): Promise<void>
+}
+
+/** The subset of a pino logger the store uses. */
+export interface StorageLog {
+  info (fields: object, message: string): void
+  warn (fields: object, message: string): void
+}
+
+export interface FileStore {
+  /**
+   * Start writing a new file; nothing is visible until commit(). write() rejects with
+   * FileTooLargeError once more than `maxBytes` would be written (and the writer is then aborted).
+   * Rejects with `invalid_id` / `invalid_file_name` ApiErrors for a bad session id or name.
+   */
+  create (file: NewFile, maxBytes: number): Promise<FileWriter>
+  /** Stream a whole source into a new file (uploads); on any failure nothing is left behind. */
+  put (file: NewFile, source: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StoredFile>
+  /** Metadata only; does not count as a use. Null for an unknown, expired or malformed id. */
+  get (sessionId: string, fileId: string): Promise<StoredFile | null>
+  /** Open for reading and mark as used now. The caller reads or destroys the stream. */
+  open (sessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null>
+  /** Mark as used now (extends retention); a no-op for an unknown file. */
+  touch (sessionId: string, fileId: string): Promise<void>
+  /** The session's files, oldest first; [] for an unknown session. */
+  list (sessionId: string): Promise<StoredFile[]>
+  /** True if the file existed and is now gone. */
+  delete (sessionId: string, fileId: string): Promise<boolean>
+  /** Remove files whose last use is older than ttlMs (at `now`, epoch ms); returns how many. */
+  sweep (ttlMs: number, now?: number): Promise<number>
+  /** Committed files and the bytes of their contents. */
+  usage (): Promise<{ files: number, bytes: number }>
+}
+
+export class FileTooLargeError extends Error {
+  override name = 'FileTooLargeError'
+  readonly code = 'file_too_large'
+
+  constructor (readonly limitBytes: number) {
+    super(`The file is larger than the limit of ${limitBytes} bytes.`)
+  }
+}

@@ -1,0 +1,507 @@
+import fs from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+import { z } from 'zod'
+import { errors } from '../errors.ts'
+import { contentTypeFor } from './content-type.ts'
+import { validateFileName } from './file-names.ts'
+import { FILE_KINDS, FileTooLargeError } from './file-store.ts'
+import type { FileStore, FileWriter, NewFile, StorageLog, StoredFile } from './file-store.ts'
+import { ID_PATTERN, isId, newId } from './ids.ts'
+
+/**
+ * Layout under DATA_DIR (one Warden process per directory):
+ *   files/<sessionId>/<fileId>.data  the bytes
+ *   files/<sessionId>/<fileId>.json  the metadata; its mtime is lastUsedAt, so a use is a utimes
+ *   tmp/<random>                     files being written; emptied on every start
+ * A file exists for readers once its `.json` exists. Both parts are written to tmp/, fsynced and
+ * renamed into place (bytes first, metadata last, the directory fsynced after each), so a crash
+ * leaves at worst a `.data` without `.json`, which the next start deletes (DESIGN.md "Sessions and
+ * files": nothing acknowledged is lost, nothing half-written is visible).
+ */
+export interface LocalFileStore extends FileStore {
+  readonly dataDir: string
+}
+
+const DIR_MODE = 0o700
+const FILE_MODE = 0o600
+const DATA = '.data'
+const META = '.json'
+
+const silentLog: StorageLog = { info () {}, warn () {} }
+
+/** What `.json` holds: a StoredFile without lastUsedAt. */
+const MetadataSchema = z.object({
+  id: z.string().regex(ID_PATTERN),
+  sessionId: z.string().regex(ID_PATTERN),
+  // the name becomes a path in the jail: a tampered one must not get past the store
+  name: z.string().refine((name) => validateFileName(name).ok),
+  size: z.number().int().nonnegative(),
+  contentType: z.string().min(1),
+  kind: z.enum(FILE_KINDS),
+  resourceId: z.string().optional(),
+  version: z.number().optional(),
+  owner: z.object({ tenant: z.string(), user: z.string() }),
+  createdAt: z.iso.datetime(),
+})
+type Metadata = z.infer<typeof MetadataSchema>
+
+/**
+ * Open (creating if needed) the store under `dataDir` and recover from a crash: empties `tmp/` and
+ * deletes every `.data` without `.json` and every `.json` without `.data`. Only one process may use
+ * a `dataDir`, since recovery removes whatever another process is writing.
+ */
+export async function openLocalFileStore (dataDir: string, log: StorageLog = silentLog): Promise<LocalFileStore> {
+  const root = path.resolve(dataDir)
+  await fs.mkdir(path.join(root, 'files'), { recursive: true, mode: DIR_MODE })
+  await fs.mkdir(path.join(root, 'tmp'), { recursive: true, mode: DIR_MODE })
+  const store = new DiskFileStore(root, log)
+  await store.recover()
+  return store
+}
+
+class DiskFileStore implements LocalFileStore {
+  readonly #filesDir: string
+  readonly #tmpDir: string
+
+  constructor (readonly dataDir: string, private readonly log: StorageLog) {
+    this.#filesDir = path.join(dataDir, 'files')
+    this.#tmpDir = path.join(dataDir, 'tmp')
+  }
+
+  async create (file: NewFile, maxBytes: number): Promise<FileWriter> {
+    if (!isId(file.sessionId)) throw errors.invalidId('The session id is not a 21-character id.')
+    const check = validateFileName(file.name)
+    if (!check.ok) throw errors.invalidFileName(check.reason)
+    if (!FILE_KINDS.includes(file.kind)) throw errors.invalidRequest(`Unknown file kind: ${String(file.kind)}.`)
+    if (!(maxBytes >= 0)) throw new RangeError('maxBytes must be a non-negative number')
+
+    const base = {
+      id: newId(),
+      sessionId: file.sessionId,
+      name: check.name,
+      contentType: contentTypeFor(check.name, file.contentType),
+      kind: file.kind,
+      ...(file.resourceId !== undefined && { resourceId: file.resourceId }),
+      ...(file.version !== undefined && { version: file.version }),
+      owner: { tenant: file.owner.tenant, user: file.owner.user },
+    }
+    const tmpPath = path.join(this.#tmpDir, newId())
+    const handle = await fs.open(tmpPath, 'wx', FILE_MODE)
+    return new DiskFileWriter(handle, tmpPath, maxBytes, (size) =>
+      this.#install(tmpPath, { ...base, size, createdAt: new Date().toISOString() }))
+  }
+
+  async put (file: NewFile, source: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StoredFile> {
+    const writer = await this.create(file, maxBytes)
+    try {
+      for await (const chunk of source) await writer.write(chunk)
+      return await writer.commit()
+    } catch (err) {
+      await writer.abort()
+      throw err
+    }
+  }
+
+  async get (sessionId: string, fileId: string): Promise<StoredFile | null> {
+    if (!isId(sessionId) || !isId(fileId)) return null
+    return await this.#read(sessionId, fileId)
+  }
+
+  async open (sessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null> {
+    const file = await this.get(sessionId, fileId)
+    if (file === null) return null
+    let handle: FileHandle
+    try {
+      handle = await fs.open(this.#path(sessionId, fileId, DATA), 'r')
+    } catch (err) {
+      if (!isAbsent(err)) throw err
+      this.log.warn({ sessionId, fileId }, 'stored file has metadata but no data')
+      return null
+    }
+    const usedAt = new Date()
+    try {
+      await this.#touchAt(sessionId, fileId, usedAt)
+    } catch (err) {
+      await handle.close()
+      throw err
+    }
+    return { file: { ...file, lastUsedAt: usedAt.toISOString() }, stream: handle.createReadStream() }
+  }
+
+  async touch (sessionId: string, fileId: string): Promise<void> {
+    if (!isId(sessionId) || !isId(fileId)) return
+    await this.#touchAt(sessionId, fileId, new Date())
+  }
+
+  async list (sessionId: string): Promise<StoredFile[]> {
+    if (!isId(sessionId)) return []
+    const files: StoredFile[] = []
+    for (const entry of await readdirOrEmpty(path.join(this.#filesDir, sessionId))) {
+      const fileId = idOf(entry, META)
+      const file = fileId === null ? null : await this.#read(sessionId, fileId)
+      if (file !== null) files.push(file)
+    }
+    return files.sort(byCreation)
+  }
+
+  async delete (sessionId: string, fileId: string): Promise<boolean> {
+    if (!isId(sessionId) || !isId(fileId)) return false
+    try {
+      // metadata first: the file disappears for readers at once; a crash leaves an orphan `.data`
+      await fs.unlink(this.#path(sessionId, fileId, META))
+    } catch (err) {
+      if (isAbsent(err)) return false
+      throw err
+    }
+    await fs.rm(this.#path(sessionId, fileId, DATA), { force: true })
+    return true
+  }
+
+  async sweep (ttlMs: number, now: number = Date.now()): Promise<number> {
+    const isExpired = (mtimeMs: number) => now - mtimeMs > ttlMs
+    let removed = 0
+    for await (const session of await fs.opendir(this.#filesDir)) {
+      if (!session.isDirectory() || !isId(session.name)) continue
+      const dir = path.join(this.#filesDir, session.name)
+      const entries = await readdirOrEmpty(dir)
+      const names = new Set(entries)
+      const present = new Set(entries)
+      for (const entry of entries) {
+        const fileId = idOf(entry, META)
+        if (fileId !== null) {
+          if (isExpired(await mtimeMsOf(path.join(dir, entry))) && await this.delete(session.name, fileId)) {
+            removed++
+            present.delete(entry)
+            present.delete(fileId + DATA)
+          }
+          continue
+        }
+        // a `.data` alone is a commit in progress (renamed, metadata next) unless it is this old
+        const dataId = idOf(entry, DATA)
+        if (dataId !== null && !names.has(dataId + META) && isExpired(await mtimeMsOf(path.join(dir, entry)))) {
+          await fs.rm(path.join(dir, entry), { force: true })
+          present.delete(entry)
+        }
+      }
+      if (present.size === 0) await removeEmptyDir(dir)
+    }
+    // a writer nobody committed or aborted (a caller's bug) must not hold disk forever
+    for (const entry of await readdirOrEmpty(this.#tmpDir)) {
+      const tmpPath = path.join(this.#tmpDir, entry)
+      if (isExpired(await mtimeMsOf(tmpPath))) await fs.rm(tmpPath, { recursive: true, force: true })
+    }
+    return removed
+  }
+
+  async usage (): Promise<{ files: number, bytes: number }> {
+    let files = 0
+    let bytes = 0
+    for await (const session of await fs.opendir(this.#filesDir)) {
+      if (!session.isDirectory() || !isId(session.name)) continue
+      const dir = path.join(this.#filesDir, session.name)
+      const entries = new Set(await readdirOrEmpty(dir))
+      for (const entry of entries) {
+        const fileId = idOf(entry, DATA)
+        if (fileId === null || !entries.has(fileId + META)) continue
+        const size = await sizeOf(path.join(dir, entry))
+        if (size === null) continue
+        files++
+        bytes += size
+      }
+    }
+    return { files, bytes }
+  }
+
+  /** Undo what a crash left: see `openLocalFileStore`. */
+  async recover (): Promise<void> {
+    const tmpFiles = await fs.readdir(this.#tmpDir)
+    for (const entry of tmpFiles) await fs.rm(path.join(this.#tmpDir, entry), { recursive: true, force: true })
+    let orphans = 0
+    for await (const session of await fs.opendir(this.#filesDir)) {
+      if (!session.isDirectory() || !isId(session.name)) continue
+      const dir = path.join(this.#filesDir, session.name)
+      const entries = new Set(await readdirOrEmpty(dir))
+      for (const entry of entries) {
+        const dataId = idOf(entry, DATA)
+        const metaId = idOf(entry, META)
+        const isOrphan = (dataId !== null && !entries.has(dataId + META)) ||
+          (metaId !== null && !entries.has(metaId + DATA))
+        if (!isOrphan) continue
+        await fs.rm(path.join(dir, entry), { force: true })
+        orphans++
+      }
+    }
+    if (tmpFiles.length > 0 || orphans > 0) {
+      this.log.info({ tmpFiles: tmpFiles.length, orphans }, 'removed partial files left by an earlier run')
+    }
+  }
+
+  /** Move the written bytes into place, then the metadata; returns the visible file. */
+  async #install (tmpDataPath: string, metadata: Metadata): Promise<StoredFile> {
+    const { sessionId, id } = metadata
+    const dataPath = this.#path(sessionId, id, DATA)
+    const metaPath = this.#path(sessionId, id, META)
+    const tmpMetaPath = path.join(this.#tmpDir, newId())
+    await this.#renameIntoSession(tmpDataPath, dataPath, sessionId)
+    try {
+      await syncDir(path.dirname(dataPath))
+      await writeDurably(tmpMetaPath, JSON.stringify(metadata))
+      await this.#renameIntoSession(tmpMetaPath, metaPath, sessionId)
+      await syncDir(path.dirname(metaPath))
+      return toStoredFile(metadata, (await fs.stat(metaPath)).mtimeMs)
+    } catch (err) {
+      await fs.rm(metaPath, { force: true })
+      await fs.rm(dataPath, { force: true })
+      await fs.rm(tmpMetaPath, { force: true })
+      throw err
+    }
+  }
+
+  async #renameIntoSession (from: string, to: string, sessionId: string): Promise<void> {
+    const dir = path.join(this.#filesDir, sessionId)
+    // sweep removes empty session directories: one may vanish between mkdir and rename, so retry
+    for (let attempt = 1; ; attempt++) {
+      const created = await fs.mkdir(dir, { recursive: true, mode: DIR_MODE })
+      if (created !== undefined) await syncDir(this.#filesDir)
+      try {
+        await fs.rename(from, to)
+        return
+      } catch (err) {
+        if (!isAbsent(err) || attempt === 3) throw err
+      }
+    }
+  }
+
+  async #read (sessionId: string, fileId: string): Promise<StoredFile | null> {
+    let handle: FileHandle
+    try {
+      handle = await fs.open(this.#path(sessionId, fileId, META), 'r')
+    } catch (err) {
+      if (isAbsent(err)) return null
+      throw err
+    }
+    let text: string
+    let mtimeMs: number
+    try {
+      // one descriptor for both: the contents and the time belong to the same file
+      text = await handle.readFile('utf8')
+      mtimeMs = (await handle.stat()).mtimeMs
+    } catch (err) {
+      if (errorCode(err) !== 'EISDIR') throw err
+      text = ''
+      mtimeMs = 0
+    } finally {
+      await handle.close()
+    }
+    const metadata = parseMetadata(text)
+    if (metadata === null || metadata.id !== fileId || metadata.sessionId !== sessionId) {
+      this.log.warn({ sessionId, fileId }, 'ignoring a stored file with unreadable metadata')
+      return null
+    }
+    return toStoredFile(metadata, mtimeMs)
+  }
+
+  async #touchAt (sessionId: string, fileId: string, at: Date): Promise<void> {
+    try {
+      await fs.utimes(this.#path(sessionId, fileId, META), at, at)
+    } catch (err) {
+      if (!isAbsent(err)) throw err
+    }
+  }
+
+  /** Only ever called with ids that passed `isId`: they are path components. */
+  #path (sessionId: string, fileId: string, suffix: string): string {
+    return path.join(this.#filesDir, sessionId, fileId + suffix)
+  }
+}
+
+/** Writes are serialised, so a caller that forgets to await still gets its bytes in order. */
+class DiskFileWriter implements FileWriter {
+  #bytesWritten = 0
+  #isOpen = true
+  #queue: Promise<unknown> = Promise.resolve()
+
+  constructor (
+    private readonly handle: FileHandle,
+    private readonly tmpPath: string,
+    private readonly maxBytes: number,
+    private readonly install: (size: number) => Promise<StoredFile>
+  ) {}
+
+  get bytesWritten (): number {
+    return this.#bytesWritten
+  }
+
+  write (chunk: Uint8Array): Promise<void> {
+    return this.#serially(async () => {
+      if (!this.#isOpen) throw new Error('The file writer is already closed.')
+      if (!(chunk instanceof Uint8Array)) {
+        await this.#discard()
+        throw new TypeError('A file chunk must be a Uint8Array.')
+      }
+      if (this.#bytesWritten + chunk.byteLength > this.maxBytes) {
+        await this.#discard()
+        throw new FileTooLargeError(this.maxBytes)
+      }
+      try {
+        await writeFully(this.handle, chunk)
+      } catch (err) {
+        await this.#discard()
+        throw err
+      }
+      this.#bytesWritten += chunk.byteLength
+    })
+  }
+
+  commit (): Promise<StoredFile> {
+    return this.#serially(async () => {
+      if (!this.#isOpen) throw new Error('The file writer is already closed.')
+      this.#isOpen = false
+      try {
+        await this.handle.sync()
+        await this.handle.close()
+      } catch (err) {
+        await this.handle.close().catch(() => {})
+        await fs.rm(this.tmpPath, { force: true })
+        throw err
+      }
+      try {
+        return await this.install(this.#bytesWritten)
+      } catch (err) {
+        await fs.rm(this.tmpPath, { force: true })
+        throw err
+      }
+    })
+  }
+
+  abort (): Promise<void> {
+    return this.#serially(async () => {
+      if (this.#isOpen) await this.#discard()
+    })
+  }
+
+  async #discard (): Promise<void> {
+    this.#isOpen = false
+    await this.handle.close().catch(() => {})
+    await fs.rm(this.tmpPath, { force: true })
+  }
+
+  #serially<T> (step: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(step)
+    this.#queue = run.catch(() => {})
+    return run
+  }
+}
+
+async function writeFully (handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  let offset = 0
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset)
+    offset += bytesWritten
+  }
+}
+
+async function writeDurably (filePath: string, text: string): Promise<void> {
+  const handle = await fs.open(filePath, 'wx', FILE_MODE)
+  try {
+    await handle.writeFile(text, 'utf8')
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** A rename is durable only once its directory is fsynced. */
+async function syncDir (dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+function parseMetadata (text: string): Metadata | null {
+  try {
+    const parsed = MetadataSchema.safeParse(JSON.parse(text))
+    return parsed.success ? parsed.data : null
+  } catch {
+    return null
+  }
+}
+
+function toStoredFile (metadata: Metadata, mtimeMs: number): StoredFile {
+  return {
+    id: metadata.id,
+    sessionId: metadata.sessionId,
+    name: metadata.name,
+    size: metadata.size,
+    contentType: metadata.contentType,
+    kind: metadata.kind,
+    ...(metadata.resourceId !== undefined && { resourceId: metadata.resourceId }),
+    ...(metadata.version !== undefined && { version: metadata.version }),
+    owner: { tenant: metadata.owner.tenant, user: metadata.owner.user },
+    createdAt: metadata.createdAt,
+    // utimes(Date) stores ...122.9999 ms for ...123: round, so a touch reads back as written
+    lastUsedAt: new Date(Math.round(mtimeMs)).toISOString(),
+  }
+}
+
+function byCreation (a: StoredFile, b: StoredFile): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? -1 : 1
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
+/** `<id><suffix>` -> id, or null for anything else in a session directory. */
+function idOf (entry: string, suffix: string): string | null {
+  if (!entry.endsWith(suffix)) return null
+  const id = entry.slice(0, -suffix.length)
+  return isId(id) ? id : null
+}
+
+async function readdirOrEmpty (dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir)
+  } catch (err) {
+    if (isAbsent(err)) return []
+    throw err
+  }
+}
+
+/** mtime in epoch ms; +Infinity (never expired) for a file removed meanwhile. */
+async function mtimeMsOf (filePath: string): Promise<number> {
+  try {
+    return (await fs.stat(filePath)).mtimeMs
+  } catch (err) {
+    if (isAbsent(err)) return Number.POSITIVE_INFINITY
+    throw err
+  }
+}
+
+async function sizeOf (filePath: string): Promise<number | null> {
+  try {
+    return (await fs.stat(filePath)).size
+  } catch (err) {
+    if (isAbsent(err)) return null
+    throw err
+  }
+}
+
+async function removeEmptyDir (dir: string): Promise<void> {
+  try {
+    await fs.rmdir(dir)
+  } catch (err) {
+    // a writer got there first (ENOTEMPTY/EEXIST) or another sweep did (ENOENT): both fine
+    if (!['ENOTEMPTY', 'EEXIST', 'ENOENT'].includes(errorCode(err) ?? '')) throw err
+  }
+}
+
+function errorCode (err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined
+}
+
+function isAbsent (err: unknown): boolean {
+  const code = errorCode(err)
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
