@@ -7,7 +7,6 @@ only send what the code could have written to /mnt/data itself; the server valid
 from __future__ import annotations
 
 import io
-import json
 import linecache
 import os
 import resource
@@ -184,8 +183,11 @@ def stop_leftover_processes() -> None:
             continue
 
 
-def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits: OutputLimits) -> Collected:
-    """Send every new or modified regular file under /mnt/data; never follow a link."""
+def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits: OutputLimits, send: bool) -> Collected:
+    """Send every new or modified regular file under /mnt/data; never follow a link.
+
+    With `send` false (the code failed) the files are only counted: failed executions register nothing.
+    """
     result = Collected()
     seen: set[str] = set()
     skipped_names = 0
@@ -226,6 +228,9 @@ def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits:
                 st = os.fstat(fd)
                 if snapshot.get(name) == (st.st_ino, st.st_size, st.st_mtime_ns):
                     continue  # an input the code did not touch
+                if not send:
+                    result.count += 1
+                    continue
                 if (
                     result.count >= limits.max_files
                     or st.st_size > limits.max_file_bytes
@@ -289,7 +294,8 @@ def serve(limits: OutputLimits, setup_ms: float) -> None:
     run = run_bash if job["lang"] == "bash" else run_python
     exit_code, signal_number = run(job["code"], list(job.get("args", [])), int(job["cpu_seconds"]))
     stop_leftover_processes()
-    collected = collect_outputs(CTL_FD, snapshot, limits)
+    succeeded = exit_code == 0 and signal_number is None
+    collected = collect_outputs(CTL_FD, snapshot, limits, send=succeeded)
     fence = os.urandom(16)
     frames.send_json(
         CTL_FD,
@@ -297,8 +303,9 @@ def serve(limits: OutputLimits, setup_ms: float) -> None:
         {
             "exit_code": exit_code,
             "signal": signal_number,
-            "deleted": collected.deleted,
+            "deleted": collected.deleted if succeeded else [],
             "notes": collected.notes,
+            "discarded": 0 if succeeded else collected.count,
             "run_ms": round((time.monotonic() - started) * 1000, 2),
             "fence": fence.hex(),
         },
@@ -324,6 +331,3 @@ def job_limits_from(config: dict) -> OutputLimits:
         max_total_bytes=int(config["max_output_total_bytes"]),
     )
 
-
-def describe(message: dict) -> str:
-    return json.dumps(message, separators=(",", ":"))

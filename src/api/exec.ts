@@ -1,0 +1,66 @@
+import type { FastifyPluginAsync } from 'fastify'
+import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { identityFromHints } from '../auth/identity.ts'
+import { errors } from '../errors.ts'
+import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
+import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages.ts'
+import { ErrorSchema } from './schemas/common.ts'
+import { ExecBody, ExecResponse } from './schemas/exec.ts'
+
+export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
+  app.withTypeProvider<ZodTypeProvider>().post('/exec', {
+    schema: {
+      summary: 'Run code in a fresh jailed worker',
+      body: ExecBody,
+      response: { 200: ExecResponse, '4xx': ErrorSchema, '5xx': ErrorSchema },
+    },
+  }, async (request) => {
+    const body = request.body
+    const language = resolveLanguage(body.lang)
+    if (language === null) {
+      throw errors.unsupportedLanguage(`Unsupported language "${body.lang}". Warden runs: ${SUPPORTED_LANGUAGES.join(', ')}.`)
+    }
+    const result = await execute({
+      language,
+      code: body.code,
+      args: body.args ?? [],
+      files: (body.files ?? []).map((file) => ({
+        id: file.id,
+        sessionId: (file.storage_session_id ?? file.session_id) as string,
+        name: file.name,
+      })),
+      identity: identityFromHints(request.headers['user-id'], body.user_id),
+      timeoutMs: body.timeout,
+    }, deps)
+    request.log.info({
+      sessionId: result.sessionId,
+      language,
+      outcome: result.outcome.status,
+      wallMs: Math.round(result.wallMs),
+      files: result.files.length,
+    }, 'execution finished')
+    return toWire(result)
+  })
+}
+
+function toWire (result: ExecutionResult): ExecResponse {
+  return {
+    session_id: result.sessionId,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    files: result.files.map((file) => ({
+      id: file.id,
+      name: file.name,
+      storage_session_id: file.sessionId,
+      path: `/mnt/data/${file.name}`,
+    })),
+    deleted_files: result.deletedFiles,
+    status: result.outcome.status,
+    exit_code: result.outcome.exitCode,
+    signal: result.outcome.signal,
+    timed_out: result.outcome.timedOut,
+    oom_killed: result.outcome.oomKilled,
+    truncated: result.outcome.truncated,
+    wall_time_ms: Math.round(result.wallMs),
+  }
+}

@@ -1,0 +1,128 @@
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { errors } from '../errors.ts'
+import type { FileStore, StoredFile } from '../storage/file-store.ts'
+import { basename } from '../storage/file-names.ts'
+import { isId } from '../storage/ids.ts'
+import { ErrorSchema, FileScopeQuery, SessionFileParams } from './schemas/common.ts'
+import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
+
+export interface FileRouteDeps { store: FileStore }
+
+function checkIds (sessionId: string, fileId?: string): void {
+  if (!isId(sessionId)) throw errors.invalidId('session_id must be a 21-character id.')
+  if (fileId !== undefined && !isId(fileId)) throw errors.invalidId('file id must be a 21-character id.')
+}
+
+function notFound (sessionId: string, fileId: string) {
+  return errors.fileNotFound(`File ${sessionId}/${fileId} was not found; it may have expired.`)
+}
+
+function etag (file: StoredFile): string {
+  return `"${file.id}-${file.size}"`
+}
+
+/** RFC 6266: an ASCII fallback plus the exact UTF-8 name, so any name is safe in the header. */
+export function contentDisposition (name: string): string {
+  const fallback = name.replace(/[^\x20-\x7e]|["\\%;]/g, '_')
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encodeURIComponent(name)}`
+}
+
+export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store }) => {
+  const api = app.withTypeProvider<ZodTypeProvider>()
+
+  api.get('/download/:session_id/:file_id', {
+    schema: { summary: 'Download a stored file', params: SessionFileParams, querystring: FileScopeQuery, response: { '4xx': ErrorSchema } },
+  }, async (request, reply) => {
+    const { session_id: sessionId, file_id: fileId } = request.params
+    checkIds(sessionId, fileId)
+    const opened = await store.open(sessionId, fileId)
+    if (opened === null) throw notFound(sessionId, fileId)
+    return sendFile(reply, opened.file, opened.stream)
+  })
+
+  const objectInfo = {
+    schema: {
+      summary: 'Freshness probe: when a stored file was last used',
+      params: SessionFileParams,
+      querystring: FileScopeQuery,
+      response: { 200: ObjectInfo, '4xx': ErrorSchema },
+    },
+  }
+  api.get('/sessions/:session_id/objects/:file_id', objectInfo, async (request) => {
+    const { session_id: sessionId, file_id: fileId } = request.params
+    checkIds(sessionId, fileId)
+    // a probe means LibreChat is about to use the file: it counts as use for retention
+    await store.touch(sessionId, fileId)
+    const file = await store.get(sessionId, fileId)
+    if (file === null) throw notFound(sessionId, fileId)
+    return {
+      name: `${file.sessionId}/${file.id}`,
+      originalFilename: file.name,
+      size: file.size,
+      contentType: file.contentType,
+      lastModified: file.lastUsedAt,
+      etag: etag(file),
+    }
+  })
+
+  api.get('/files/:session_id', {
+    schema: {
+      summary: 'List a session\'s files (detail=simple|summary|full|normalized)',
+      params: SessionFileParams.pick({ session_id: true }),
+      querystring: ListQuery,
+      response: { 200: z.array(z.unknown()), '4xx': ErrorSchema },
+    },
+  }, async (request) => {
+    const sessionId = request.params.session_id
+    checkIds(sessionId)
+    const files = await store.list(sessionId)
+    return files.map((file) => describe(file, request.query.detail))
+  })
+
+  const deleteFile = async (sessionId: string, fileId: string) => {
+    checkIds(sessionId, fileId)
+    if (!await store.delete(sessionId, fileId)) throw notFound(sessionId, fileId)
+    return { message: 'success', session_id: sessionId, fileId }
+  }
+  const deleteSchema = { schema: { summary: 'Delete a stored file', params: SessionFileParams, response: { 200: DeleteResponse, '4xx': ErrorSchema } } }
+  api.delete('/files/:session_id/:file_id', deleteSchema, async (request) =>
+    await deleteFile(request.params.session_id, request.params.file_id))
+  api.delete('/sessions/:session_id/objects/:file_id', deleteSchema, async (request) =>
+    await deleteFile(request.params.session_id, request.params.file_id))
+}
+
+function sendFile (reply: FastifyReply, file: StoredFile, stream: NodeJS.ReadableStream) {
+  return reply
+    .header('content-type', file.contentType)
+    .header('content-length', String(file.size))
+    .header('content-disposition', contentDisposition(basename(file.name)))
+    .header('etag', etag(file))
+    .header('last-modified', new Date(file.createdAt).toUTCString())
+    .send(stream)
+}
+
+/** The shapes of the official server's detail levels (spec §3.8). */
+function describe (file: StoredFile, detail: 'simple' | 'summary' | 'full' | 'normalized') {
+  const name = `${file.sessionId}/${file.id}`
+  switch (detail) {
+    case 'simple':
+      return name
+    case 'summary':
+      return { name, size: file.size, lastModified: file.lastUsedAt, etag: etag(file) }
+    case 'normalized':
+      return { id: file.id, name: file.name, storage_session_id: file.sessionId, size: file.size, contentType: file.contentType, lastModified: file.lastUsedAt }
+    case 'full':
+      return {
+        id: file.id,
+        name,
+        storage_session_id: file.sessionId,
+        size: file.size,
+        lastModified: file.lastUsedAt,
+        etag: etag(file),
+        contentType: file.contentType,
+        metadata: { 'original-filename': file.name },
+      }
+  }
+}

@@ -1,0 +1,122 @@
+import multipart from '@fastify/multipart'
+import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify'
+import { hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
+import type { Logger } from 'pino'
+import { execRoutes } from './api/exec.ts'
+import { fileRoutes } from './api/files.ts'
+import { healthRoutes, type HealthReport } from './api/health.ts'
+import { uploadRoutes } from './api/upload.ts'
+import { createApiKeyCheck } from './auth/api-key.ts'
+import type { Config } from './config.ts'
+import { ApiError, errors, isApiError } from './errors.ts'
+import type { WorkerSource } from './exec/execute.ts'
+import type { FileStore } from './storage/file-store.ts'
+
+export interface AppServices {
+  store: FileStore
+  workers: WorkerSource
+  health: () => HealthReport
+  log: Logger
+}
+
+/** Everything is served at the root and under /v1, the base LibreChat is usually given (spec §0). */
+const PREFIXES = ['', '/v1']
+const PUBLIC_PATHS = new Set(['/health', '/v1/health'])
+const PROFILE = 'default'
+
+export async function buildApp (config: Config, services: AppServices) {
+  const app = Fastify({
+    loggerInstance: services.log,
+    bodyLimit: config.maxBodyBytes,
+    return503OnClosing: true,
+  })
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  // before any route plugin: plugins capture the handlers present when they register
+  app.setNotFoundHandler(async (request, reply) => {
+    await reply.code(404).send({ error: errors.notFound.code, message: `No route for ${request.method} ${routePath(request)}.` })
+  })
+  app.setErrorHandler(async (error: FastifyError, request, reply) => renderError(error, request, reply))
+  await app.register(multipart, { limits: { fileSize: config.storage.maxUploadBytes } })
+
+  if (config.auth.mode === 'api-key') {
+    const isValidKey = createApiKeyCheck(config.auth.apiKeys)
+    app.addHook('onRequest', async (request) => {
+      if (PUBLIC_PATHS.has(routePath(request))) return
+      if (!isValidKey(request.headers['x-api-key'])) {
+        throw errors.unauthorized('A valid API key is required in the X-API-Key header.')
+      }
+    })
+  }
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-codeapi-execution-profile', PROFILE)
+    checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
+  })
+
+  const exec = { store: services.store, workers: services.workers, limits: config.limits }
+  for (const prefix of PREFIXES) {
+    await app.register(execRoutes, { prefix, ...exec })
+    await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes })
+    await app.register(fileRoutes, { prefix, store: services.store })
+    await app.register(healthRoutes, { prefix, report: services.health })
+  }
+
+  return app
+}
+
+function routePath (request: FastifyRequest): string {
+  return request.url.split('?')[0] ?? request.url
+}
+
+/** Current LibreChat asserts the profile it expects on every call (spec §4.4); Warden is stateless. */
+function checkExpectedProfile (header: string | string[] | undefined): void {
+  if (header === undefined) return
+  if (Array.isArray(header) || !['default', 'stateful'].includes(header.trim().toLowerCase())) {
+    throw new ApiError('invalid_execution_profile', 400, 'X-CodeAPI-Expected-Profile must be "default" or "stateful".')
+  }
+  if (header.trim().toLowerCase() !== PROFILE) {
+    throw new ApiError('execution_profile_mismatch', 409, 'Expected the stateful execution profile, but reached default.', {
+      expected_profile: 'stateful',
+      actual_profile: PROFILE,
+    })
+  }
+}
+
+async function renderError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const apiError = toApiError(error)
+  if (apiError.statusCode >= 500) request.log.error({ err: error }, 'request failed')
+  else request.log.info({ error: apiError.code, status: apiError.statusCode }, 'request rejected')
+  if (apiError.code === errors.rateLimited.code && typeof apiError.extra.retry_after_seconds === 'number') {
+    void reply.header('retry-after', String(Math.ceil(apiError.extra.retry_after_seconds)))
+  }
+  await reply.code(apiError.statusCode).send({ error: apiError.code, message: apiError.message, ...apiError.extra })
+}
+
+/** Every failure becomes one of the codes in errors.ts; unknown ones say nothing about internals. */
+function toApiError (error: FastifyError): ApiError {
+  if (isApiError(error)) return error
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const details = error.validation.map((issue) => {
+      const where = issue.instancePath.replace(/^\//, '').replace(/\//g, '.')
+      return where === '' ? issue.message : `${where}: ${issue.message}`
+    })
+    return errors.invalidRequest(`Invalid request ${error.validationContext ?? 'input'}: ${details.join('; ')}.`)
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.payloadTooLarge('The request body is larger than the limit.')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return errors.unsupportedMediaType('Unsupported Content-Type; send application/json (or multipart/form-data to /upload).')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return errors.invalidRequest('The JSON body is empty.')
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return errors.invalidRequest('The Content-Length header does not match the body.')
+  }
+  if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON/i.test(error.message))) {
+    return errors.invalidRequest('The body is not valid JSON.')
+  }
+  if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    return new ApiError('invalid_request', error.statusCode, error.message)
+  }
+  return errors.internal('Internal error; the server log has the details.', {}, { cause: error })
+}

@@ -1,0 +1,62 @@
+import type { ExecutionLimits } from '../config.ts'
+import type { WorkerRun } from '../pool/worker.ts'
+
+/**
+ * How a run ended, decided from exit status, the server's own timer and cgroup counters; never from
+ * the program's output. `OL`/`EL` are the piston/codeapi codes LibreChat's image reader checks for.
+ */
+export type OutcomeStatus = 'ok' | 'error' | 'timeout' | 'oom' | 'OL' | 'EL' | 'killed'
+
+export interface Outcome {
+  status: OutcomeStatus
+  exitCode: number | null
+  signal: string | null
+  timedOut: boolean
+  oomKilled: boolean
+  truncated: boolean
+  /** one line for stderr when the limits, not the program, ended the run */
+  explanation: string | null
+}
+
+const SIGNAL_NAMES: Record<number, string> = {
+  1: 'SIGHUP', 2: 'SIGINT', 3: 'SIGQUIT', 4: 'SIGILL', 6: 'SIGABRT', 7: 'SIGBUS', 8: 'SIGFPE', 9: 'SIGKILL',
+  11: 'SIGSEGV', 13: 'SIGPIPE', 14: 'SIGALRM', 15: 'SIGTERM', 24: 'SIGXCPU', 25: 'SIGXFSZ', 31: 'SIGSYS',
+}
+
+export function signalName (signal: number | null): string | null {
+  return signal === null ? null : (SIGNAL_NAMES[signal] ?? `signal ${signal}`)
+}
+
+export function formatBytes (bytes: number): string {
+  if (bytes >= 1024 ** 3 && bytes % 1024 ** 3 === 0) return `${bytes / 1024 ** 3} GiB`
+  if (bytes >= 1024 ** 2) return `${Math.round((bytes / 1024 ** 2) * 10) / 10} MiB`
+  if (bytes >= 1024) return `${Math.round((bytes / 1024) * 10) / 10} KiB`
+  return `${bytes} bytes`
+}
+
+function formatSeconds (ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`
+}
+
+export function classifyOutcome (run: WorkerRun, limits: Pick<ExecutionLimits, 'memoryBytes' | 'maxStdoutBytes' | 'maxStderrBytes'>, timeoutMs: number): Outcome {
+  const oomKilled = (run.counters?.oomKills ?? 0) > 0
+  const truncated = run.stdoutTruncated || run.stderrTruncated
+  const signal = signalName(run.signal ?? (run.vanished ? 9 : null))
+  const base = { exitCode: run.vanished ? null : run.exitCode, signal: run.vanished || run.signal !== null ? signal : null, timedOut: run.timedOut, oomKilled, truncated }
+  if (run.timedOut) {
+    return { ...base, status: 'timeout', explanation: `Execution exceeded the time limit of ${formatSeconds(timeoutMs)} and was stopped.` }
+  }
+  if (oomKilled) {
+    return { ...base, status: 'oom', explanation: `Execution exceeded the memory limit of ${formatBytes(limits.memoryBytes)} and was stopped.` }
+  }
+  if (run.stdoutTruncated) {
+    return { ...base, status: 'OL', explanation: `Output exceeded the limit of ${formatBytes(limits.maxStdoutBytes)} on stdout; it was truncated and the execution was stopped.` }
+  }
+  if (run.stderrTruncated) {
+    return { ...base, status: 'EL', explanation: `Output exceeded the limit of ${formatBytes(limits.maxStderrBytes)} on stderr; it was truncated and the execution was stopped.` }
+  }
+  if (run.vanished || run.signal !== null) {
+    return { ...base, status: 'killed', explanation: `Execution was terminated by ${signal ?? 'a signal'}.` }
+  }
+  return { ...base, status: run.exitCode === 0 ? 'ok' : 'error', explanation: null }
+}

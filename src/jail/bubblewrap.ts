@@ -1,0 +1,79 @@
+import { execFile } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import type { Readable, Writable } from 'node:stream'
+import { promisify } from 'node:util'
+import { JAIL_PATHS, idMapLines, type JailDriver, type JailLaunch, type JailSpec } from './jail-spec.ts'
+
+const run = promisify(execFile)
+
+/** Leaf files and directories of /etc the jail needs; the rest of /etc stays outside. */
+const ETC_BINDS = [
+  '/etc/ld.so.cache', '/etc/alternatives', '/etc/localtime', '/etc/matplotlibrc', '/etc/fonts',
+  '/etc/python3', '/etc/python3.11', '/etc/mime.types',
+]
+const SYNTHETIC_ETC = ['passwd', 'group', 'hosts', 'nsswitch.conf']
+
+/**
+ * bubblewrap, run unprivileged as the zygote's outside uid (setpriv), so the jail is nobody's root
+ * outside and bwrap's own root-only code paths never run. bwrap can map only one id itself; with
+ * --userns-block-fd it waits while the server (root) writes a map that also covers the slot uids,
+ * which gives every worker its own outside uid.
+ */
+export async function createBubblewrapDriver (bwrapPath: string): Promise<JailDriver> {
+  const { stdout } = await run(bwrapPath, ['--version'])
+  return {
+    name: 'bwrap',
+    version: stdout.trim().replace(/^bubblewrap\s*/, ''),
+    launch: (spec) => launchBubblewrap(bwrapPath, spec),
+  }
+}
+
+function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
+  const infoFd = 3 + spec.inheritedFdCount
+  const blockFd = infoFd + 1
+  const uid = String(spec.zygoteUid)
+  const argv = [
+    'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--',
+    bwrapPath,
+    '--unshare-all', '--unshare-user', '--cap-add', 'ALL',
+    '--info-fd', String(infoFd), '--userns-block-fd', String(blockFd),
+    '--die-with-parent', '--new-session', '--hostname', 'sandbox', '--clearenv',
+    '--setenv', 'PATH', '/usr/local/bin:/usr/bin:/bin', '--setenv', 'HOME', '/tmp', '--setenv', 'LANG', 'C.UTF-8',
+    '--ro-bind', '/usr', '/usr',
+    '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin',
+    '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
+    ...ETC_BINDS.flatMap((path) => ['--ro-bind-try', path, path]),
+    ...SYNTHETIC_ETC.flatMap((name) => ['--ro-bind', `${spec.etcDir}/${name}`, `/etc/${name}`]),
+    // procfs of the jail's pid namespace; bwrap adds no over-mounts when unprivileged, which a
+    // worker needs to mount its own procfs on top
+    '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm',
+    '--size', String(64 * 1024 * 1024), '--tmpfs', '/tmp',
+    '--dir', '/mnt/data',
+    '--ro-bind', spec.sandboxDir, JAIL_PATHS.sandbox,
+    ...spec.binds.flatMap((bind) => ['--bind', bind.hostPath, bind.jailPath]),
+    '--remount-ro', '/', '--chdir', '/',
+    spec.pythonPath, '-I', `${JAIL_PATHS.sandbox}/zygote.py`,
+  ]
+  return {
+    argv,
+    driverFdCount: 2,
+    afterSpawn: async (child, firstDriverFd) => {
+      const info = child.stdio[firstDriverFd] as Readable
+      const block = child.stdio[firstDriverFd + 1] as Writable
+      const pid = await readChildPid(info)
+      const maps = idMapLines(spec)
+      await writeFile(`/proc/${pid}/uid_map`, maps)
+      await writeFile(`/proc/${pid}/gid_map`, maps)
+      block.end('1')
+    },
+  }
+}
+
+/** bwrap writes `{"child-pid": N, ...}` on its info fd and closes it. */
+async function readChildPid (info: Readable): Promise<number> {
+  let text = ''
+  for await (const chunk of info) text += String(chunk)
+  const pid = (JSON.parse(text) as { 'child-pid'?: unknown })['child-pid']
+  if (typeof pid !== 'number') throw new Error('bubblewrap did not report its child pid')
+  return pid
+}

@@ -1,0 +1,147 @@
+import genericPool, { type Pool } from 'generic-pool'
+import type { Logger } from 'pino'
+import type { Worker } from './worker.ts'
+import type { Zygote } from './zygote.ts'
+
+export interface WorkerPoolOptions {
+  /** warm workers kept ready (generic-pool's min) */
+  min: number
+  /** workers alive at once, busy or warm (generic-pool's max) */
+  max: number
+  zygotes: number
+  /** how long a request may wait for a worker before it is refused */
+  acquireTimeoutMs: number
+  startZygote: (index: number) => Promise<Zygote>
+  log: Logger
+}
+
+export interface PoolStats {
+  warm: number
+  busy: number
+  starting: number
+  waiting: number
+  zygotesAlive: number
+  zygotes: number
+  spawned: number
+  acquiredWarm: number
+  acquiredCold: number
+}
+
+export class PoolUnavailableError extends Error {
+  override name = 'PoolUnavailableError'
+}
+
+const RESTART_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000]
+
+/**
+ * A generic-pool of single-use warm workers over a few zygotes. A worker is destroyed after its one
+ * execution (never returned), and generic-pool refills to `min` in the background, so refills are never
+ * on a request's path while a warm worker is there. Dead zygotes are restarted with backoff.
+ */
+export class WorkerPool {
+  private readonly zygotes: Array<Zygote | null>
+  private readonly pool: Pool<Worker>
+  private closing = false
+  private spawned = 0
+  private acquiredWarm = 0
+  private acquiredCold = 0
+
+  private constructor (private readonly options: WorkerPoolOptions, zygotes: Zygote[]) {
+    this.zygotes = zygotes
+    zygotes.forEach((zygote, index) => this.supervise(zygote, index))
+    this.pool = genericPool.createPool<Worker>({
+      create: () => this.spawnWorker(),
+      destroy: async (worker) => { worker.dispose() },
+      validate: async (worker) => worker.isAlive,
+    }, {
+      min: options.min,
+      max: options.max,
+      testOnBorrow: true,
+      acquireTimeoutMillis: options.acquireTimeoutMs,
+      autostart: true,
+    })
+    this.pool.on('factoryCreateError', (error) => options.log.warn({ err: error }, 'worker spawn failed'))
+  }
+
+  static async start (options: WorkerPoolOptions): Promise<WorkerPool> {
+    const zygotes = await Promise.all(Array.from({ length: options.zygotes }, (_, index) => options.startZygote(index)))
+    return new WorkerPool(options, zygotes)
+  }
+
+  /** Resolves when `min` warm workers are ready (or at once when min is 0). */
+  async ready (): Promise<void> {
+    await this.pool.ready()
+  }
+
+  async acquire (): Promise<Worker> {
+    if (!this.zygotes.some((zygote) => zygote?.isAlive === true)) {
+      throw new PoolUnavailableError('no jail is running; see /health')
+    }
+    const hadWarm = this.pool.available > 0
+    try {
+      const worker = await this.pool.acquire()
+      if (hadWarm) this.acquiredWarm++
+      else this.acquiredCold++
+      return worker
+    } catch (error) {
+      throw new PoolUnavailableError(`no worker became available: ${(error as Error).message}`)
+    }
+  }
+
+  /** Single use: the worker is destroyed, never handed to another execution. */
+  async release (worker: Worker): Promise<void> {
+    await this.pool.destroy(worker)
+  }
+
+  stats (): PoolStats {
+    return {
+      warm: this.pool.available,
+      busy: this.pool.borrowed,
+      starting: this.pool.size - this.pool.available - this.pool.borrowed,
+      waiting: this.pool.pending,
+      zygotesAlive: this.zygotes.filter((zygote) => zygote?.isAlive === true).length,
+      zygotes: this.zygotes.length,
+      spawned: this.spawned,
+      acquiredWarm: this.acquiredWarm,
+      acquiredCold: this.acquiredCold,
+    }
+  }
+
+  async close (): Promise<void> {
+    this.closing = true
+    await this.pool.drain()
+    await this.pool.clear()
+    await Promise.all(this.zygotes.map((zygote) => zygote?.close()))
+  }
+
+  private async spawnWorker (): Promise<Worker> {
+    const candidates = this.zygotes
+      .filter((zygote): zygote is Zygote => zygote?.isAlive === true && zygote.freeSlots > 0)
+      .sort((a, b) => b.freeSlots - a.freeSlots)
+    const zygote = candidates[0]
+    if (zygote === undefined) throw new Error('no zygote has a free slot')
+    const worker = await zygote.spawnWorker()
+    this.spawned++
+    return worker
+  }
+
+  private supervise (zygote: Zygote, index: number, attempt = 0): void {
+    zygote.exited.then(async () => {
+      if (this.closing) return
+      this.zygotes[index] = null
+      const delayMs = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)] ?? 30_000
+      this.options.log.error({ zygote: zygote.name, restartInMs: delayMs }, 'zygote exited; restarting')
+      await new Promise((resolve) => setTimeout(resolve, delayMs).unref())
+      if (this.closing) return
+      try {
+        const next = await this.options.startZygote(index)
+        if (this.closing) { await next.close(); return }
+        this.zygotes[index] = next
+        this.supervise(next, index, 0)
+      } catch (error) {
+        this.options.log.error({ err: error, zygote: zygote.name }, 'zygote restart failed')
+        this.supervise(zygote, index, attempt + 1)
+      }
+    }, () => {})
+  }
+}

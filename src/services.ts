@@ -1,0 +1,132 @@
+import path from 'node:path'
+import type { Logger } from 'pino'
+import type { HealthReport } from './api/health.ts'
+import type { Config } from './config.ts'
+import { detectCgroups, type Cgroups } from './jail/cgroup.ts'
+import type { JailDriver } from './jail/jail-spec.ts'
+import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
+import { selectJailDriver } from './jail/select-driver.ts'
+import { WorkerPool } from './pool/worker-pool.ts'
+import { Zygote } from './pool/zygote.ts'
+import type { FileStore } from './storage/file-store.ts'
+import { openLocalFileStore } from './storage/local-file-store.ts'
+import { startRetentionSweeper } from './storage/retention.ts'
+
+const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
+const VERSION = '0.1.0'
+
+export interface Services {
+  store: FileStore
+  pool: WorkerPool
+  driver: JailDriver
+  cgroups: Cgroups | null
+  health: () => HealthReport
+  close: () => Promise<void>
+}
+
+export class StartupError extends Error {
+  override name = 'StartupError'
+}
+
+/** Build everything behind the HTTP layer: store, jail driver, cgroups, zygotes and the worker pool. */
+export async function startServices (config: Config, log: Logger): Promise<Services> {
+  const warnings: string[] = []
+  const store = await openLocalFileStore(config.dataDir, log)
+  const driver = await selectJailDriver(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
+  const detection = await detectCgroups({ instance: `warden-${process.pid}`, mode: config.jail.cgroups })
+  const cgroups = detection.ok ? detection.cgroups : null
+  if (detection.ok) {
+    warnings.push(...detection.warnings)
+  } else {
+    const message = `cgroups unavailable, executions run without memory, pids and CPU limits: ${detection.reason}`
+    if (config.jail.strict) throw new StartupError(`${message} (refused because STRICT=true)`)
+    warnings.push(message)
+  }
+  for (const warning of warnings) log.warn(warning)
+  const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
+  log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
+
+  const slotCount = Math.ceil(config.pool.max / config.pool.zygotes) * 2 + 2
+  const started = Date.now()
+  let pool: WorkerPool
+  try {
+    pool = await WorkerPool.start({
+      min: config.pool.min,
+      max: config.pool.max,
+      zygotes: config.pool.zygotes,
+      acquireTimeoutMs: 60_000,
+      startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
+      log,
+    })
+  } catch (error) {
+    await runtime.remove()
+    await cgroups?.close()
+    throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
+  }
+  const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
+
+  return {
+    store,
+    pool,
+    driver,
+    cgroups,
+    health: () => {
+      const stats = pool.stats()
+      const status = stats.zygotesAlive === 0 ? 'unavailable' : warnings.length > 0 || stats.zygotesAlive < stats.zygotes ? 'degraded' : 'ok'
+      return {
+        status,
+        version: VERSION,
+        uptime_s: Math.round((Date.now() - started) / 1000),
+        jail: { driver: driver.name, version: driver.version },
+        cgroups: { active: cgroups !== null, description: cgroups?.description ?? 'off' },
+        pool: {
+          warm: stats.warm,
+          busy: stats.busy,
+          starting: stats.starting,
+          waiting: stats.waiting,
+          zygotes_alive: stats.zygotesAlive,
+          zygotes: stats.zygotes,
+        },
+        warnings,
+      }
+    },
+    close: async () => {
+      await sweeper.stop()
+      await pool.close()
+      await cgroups?.close()
+      await runtime.remove()
+    },
+  }
+}
+
+function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {
+  const limits = config.limits
+  // ids: the zygote first, then one per slot; each zygote owns a disjoint range
+  const zygoteUid = config.jail.uidBase + index * (slotCount + 1)
+  return Zygote.start({
+    index,
+    driver,
+    cgroups,
+    sandboxDir: runtime.sandboxDir,
+    etcDir: runtime.etcDir,
+    pythonPath: config.jail.pythonPath,
+    zygoteUid,
+    slotUidBase: zygoteUid + 1,
+    slotCount,
+    workerLimits: { memoryBytes: limits.memoryBytes, pidsMax: limits.pidsMax, cpus: limits.cpus },
+    sandboxConfig: {
+      preload: config.jail.preloadModules,
+      workdir_bytes: limits.workdirBytes,
+      tmp_bytes: limits.tmpBytes,
+      shm_bytes: Math.min(limits.tmpBytes, 64 * 1024 * 1024),
+      nofile: 1024,
+      file_size_bytes: limits.maxFileBytes,
+      nproc: limits.pidsMax,
+      max_output_files: limits.maxOutputFiles,
+      max_output_file_bytes: limits.maxOutputFileBytes,
+      max_output_total_bytes: limits.maxOutputTotalBytes,
+    },
+    startTimeoutMs: 120_000,
+    log: log.child({ zygote: `z${index}` }),
+  })
+}
