@@ -121,8 +121,6 @@ def run_python(code: str, args: list[str], cpu_seconds: int) -> tuple[int, int |
     main.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main
     sys.argv = ["-c", *args]
-    sys.dont_write_bytecode = True
-    _reset_std_streams()
     _limit_cpu(cpu_seconds)
     exit_code = 0
     try:
@@ -279,17 +277,24 @@ def _send_file(ctl: int, fd: int, name: str, max_bytes: int) -> int:
     return sent
 
 
+def prepare_process() -> None:
+    """Everything that does not depend on the job, done before the worker reports ready."""
+    os.chdir(WORKDIR)
+    os.makedirs(ENV["MPLCONFIGDIR"], exist_ok=True)
+    os.environ.clear()
+    os.environ.update(ENV)
+    sys.dont_write_bytecode = True
+    _reset_std_streams()
+
+
 def serve(limits: OutputLimits, setup_ms: float) -> None:
-    """Report ready, run exactly one job, report done, exit. Never returns."""
+    """Report ready, run exactly one job, report done, exit."""
+    prepare_process()
     reader = frames.FrameReader(CTL_FD)
     frames.send_json(CTL_FD, frames.READY, {"setup_ms": round(setup_ms, 2)})
     job = reader.read_json(frames.JOB)
     started = time.monotonic()
     snapshot = stage_inputs(reader, job.get("files", []))
-    os.chdir(WORKDIR)
-    os.makedirs(ENV["MPLCONFIGDIR"], exist_ok=True)
-    os.environ.clear()
-    os.environ.update(ENV)
     frames.send(CTL_FD, frames.STARTED)
     run = run_bash if job["lang"] == "bash" else run_python
     exit_code, signal_number = run(job["code"], list(job.get("args", [])), int(job["cpu_seconds"]))

@@ -68,42 +68,30 @@ class Zygote:
         if slot in self.slots:
             self.send({"ev": "spawn_failed", "slot": slot, "message": "slot is busy"})
             return
-        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         # the next child becomes pid 1 of a new pid namespace; switch back right after the fork
         linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
-            self.become_worker(slot, gate_r, gate_w)  # never returns
+            self.become_worker(slot, cgroup_procs)  # never returns
         linux.setns(self.pid_namespace, linux.CLONE_NEWPID)
-        os.close(gate_r)
-        try:
-            # the worker waits at the gate until it is in its cgroup, so no user byte runs unaccounted
-            for path in cgroup_procs:
-                with open(path, "w") as f:
-                    f.write(str(pid))
-        except OSError as error:
-            os.kill(pid, signal.SIGKILL)
-            os.close(gate_w)
-            self.slots[slot] = pid
-            self.send({"ev": "spawn_failed", "slot": slot, "message": f"cgroup: {error.strerror}"})
-            return
-        os.write(gate_w, b"1")
-        os.close(gate_w)
         self.slots[slot] = pid
         self.send({"ev": "spawned", "slot": slot, "pid": pid})
 
-    def become_worker(self, slot: int, gate_r: int, gate_w: int) -> None:
+    def become_worker(self, slot: int, cgroup_procs: list[str]) -> None:
         started = time.monotonic()
         status = 70
         try:
-            os.close(gate_w)
-            if os.read(gate_r, 1) != b"1":
-                os._exit(71)
-            os.close(gate_r)
+            # first let go of the zygote's sockets: nothing of this process may ever reach them
+            self._take_slot_fds(slot)
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
-            self._take_slot_fds(slot)
+            # Into the slot's cgroup before the real work, so no user byte runs unaccounted. The worker
+            # moves itself: a cgroup move waits for an RCU grace period (about 10 ms here), which would
+            # otherwise stall the zygote and every spawn behind it.
+            for path in cgroup_procs:
+                with open(path, "w") as f:
+                    f.write("0")
             try:
                 isolation.isolate(self.isolation_config(slot))
             except OSError as error:

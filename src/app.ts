@@ -87,7 +87,7 @@ async function renderError (error: FastifyError, request: FastifyRequest, reply:
   if (apiError.statusCode >= 500) request.log.error({ err: error }, 'request failed')
   else request.log.info({ error: apiError.code, status: apiError.statusCode }, 'request rejected')
   if (apiError.code === errors.rateLimited.code && typeof apiError.extra.retry_after_seconds === 'number') {
-    void reply.header('retry-after', String(Math.ceil(apiError.extra.retry_after_seconds)))
+    reply.header('retry-after', String(Math.ceil(apiError.extra.retry_after_seconds)))
   }
   await reply.code(apiError.statusCode).send({ error: apiError.code, message: apiError.message, ...apiError.extra })
 }

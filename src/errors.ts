@@ -9,7 +9,7 @@ export class ApiError extends Error {
     readonly statusCode: number,
     message: string,
     readonly extra: Record<string, unknown> = {},
-    options?: ErrorOptions,
+    options?: ErrorOptions
   ) {
     super(message, options)
   }

@@ -21,8 +21,9 @@ async function main (): Promise<void> {
     await services.close()
     process.exit(0)
   }
-  process.on('SIGTERM', () => { void shutdown('SIGTERM') })
-  process.on('SIGINT', () => { void shutdown('SIGINT') })
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => { shutdown(signal).catch((error: unknown) => { log.error({ err: error }, 'shutdown failed'); process.exit(1) }) })
+  }
 
   await services.pool.ready()
   const address = await app.listen({ host: config.host, port: config.port })

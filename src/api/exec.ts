@@ -5,14 +5,14 @@ import { errors } from '../errors.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
 import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages.ts'
 import { ErrorSchema } from './schemas/common.ts'
-import { ExecBody, ExecResponse } from './schemas/exec.ts'
+import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
 
 export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
   app.withTypeProvider<ZodTypeProvider>().post('/exec', {
     schema: {
       summary: 'Run code in a fresh jailed worker',
-      body: ExecBody,
-      response: { 200: ExecResponse, '4xx': ErrorSchema, '5xx': ErrorSchema },
+      body: ExecBodySchema,
+      response: { 200: ExecResponseSchema, '4xx': ErrorSchema, '5xx': ErrorSchema },
     },
   }, async (request) => {
     const body = request.body
@@ -38,6 +38,7 @@ export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
       outcome: result.outcome.status,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,
+      phases: result.phases,
     }, 'execution finished')
     return toWire(result)
   })

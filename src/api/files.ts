@@ -5,7 +5,7 @@ import { errors } from '../errors.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { basename } from '../storage/file-names.ts'
 import { isId } from '../storage/ids.ts'
-import { ErrorSchema, FileScopeQuery, SessionFileParams } from './schemas/common.ts'
+import { ErrorSchema, FileScopeQuery, SessionFileParamsSchema } from './schemas/common.ts'
 import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
 export interface FileRouteDeps { store: FileStore }
@@ -33,7 +33,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   const api = app.withTypeProvider<ZodTypeProvider>()
 
   api.get('/download/:session_id/:file_id', {
-    schema: { summary: 'Download a stored file', params: SessionFileParams, querystring: FileScopeQuery, response: { '4xx': ErrorSchema } },
+    schema: { summary: 'Download a stored file', params: SessionFileParamsSchema, querystring: FileScopeQuery, response: { '4xx': ErrorSchema } },
   }, async (request, reply) => {
     const { session_id: sessionId, file_id: fileId } = request.params
     checkIds(sessionId, fileId)
@@ -45,7 +45,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   const objectInfo = {
     schema: {
       summary: 'Freshness probe: when a stored file was last used',
-      params: SessionFileParams,
+      params: SessionFileParamsSchema,
       querystring: FileScopeQuery,
       response: { 200: ObjectInfo, '4xx': ErrorSchema },
     },
@@ -70,7 +70,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   api.get('/files/:session_id', {
     schema: {
       summary: 'List a session\'s files (detail=simple|summary|full|normalized)',
-      params: SessionFileParams.pick({ session_id: true }),
+      params: SessionFileParamsSchema.pick({ session_id: true }),
       querystring: ListQuery,
       response: { 200: z.array(z.unknown()), '4xx': ErrorSchema },
     },
@@ -86,7 +86,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
     if (!await store.delete(sessionId, fileId)) throw notFound(sessionId, fileId)
     return { message: 'success', session_id: sessionId, fileId }
   }
-  const deleteSchema = { schema: { summary: 'Delete a stored file', params: SessionFileParams, response: { 200: DeleteResponse, '4xx': ErrorSchema } } }
+  const deleteSchema = { schema: { summary: 'Delete a stored file', params: SessionFileParamsSchema, response: { 200: DeleteResponse, '4xx': ErrorSchema } } }
   api.delete('/files/:session_id/:file_id', deleteSchema, async (request) =>
     await deleteFile(request.params.session_id, request.params.file_id))
   api.delete('/sessions/:session_id/objects/:file_id', deleteSchema, async (request) =>

@@ -2,26 +2,30 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 
-export const HealthReport = z.object({
+export const HealthReportSchema = z.object({
   status: z.enum(['ok', 'degraded', 'starting', 'unavailable']),
   version: z.string(),
   uptime_s: z.number(),
   jail: z.object({ driver: z.string(), version: z.string() }),
   cgroups: z.object({ active: z.boolean(), description: z.string() }),
   pool: z.object({
-    warm: z.number(), busy: z.number(), starting: z.number(), waiting: z.number(),
-    zygotes_alive: z.number(), zygotes: z.number(),
+    warm: z.number(),
+    busy: z.number(),
+    starting: z.number(),
+    waiting: z.number(),
+    zygotes_alive: z.number(),
+    zygotes: z.number(),
   }),
   warnings: z.array(z.string()),
 })
-export type HealthReport = z.infer<typeof HealthReport>
+export type HealthReport = z.infer<typeof HealthReportSchema>
 
 export interface HealthDeps { report: () => HealthReport }
 
 /** Cheap by design: no I/O, so it stays fast when every worker is busy. */
 export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (app, { report }) => {
   app.withTypeProvider<ZodTypeProvider>().get('/health', {
-    schema: { summary: 'Liveness, the active jail driver and pool state', response: { 200: HealthReport, 503: HealthReport } },
+    schema: { summary: 'Liveness, the active jail driver and pool state', response: { 200: HealthReportSchema, 503: HealthReportSchema } },
   }, async (_request, reply) => {
     const health = report()
     return reply.code(health.status === 'unavailable' ? 503 : 200).send(health)

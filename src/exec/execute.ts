@@ -1,7 +1,7 @@
 import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import { errors } from '../errors.ts'
-import type { RuntimeLanguage, Worker, WorkerRun } from '../pool/worker.ts'
+import type { RunPhases, RuntimeLanguage, Worker, WorkerRun } from '../pool/worker.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
 import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
@@ -26,7 +26,11 @@ export interface ExecutionResult {
   deletedFiles: string[]
   outcome: Outcome
   wallMs: number
+  phases: ExecutionPhases
 }
+
+/** ms spent in each step of one execution */
+export interface ExecutionPhases { resolve: number, acquire: number, run: RunPhases, store: number }
 
 /** What the pipeline needs from the pool: a worker per execution, given back after. */
 export interface WorkerSource {
@@ -43,11 +47,14 @@ export interface ExecDeps {
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
   const { store, workers, limits } = deps
+  const clock = stopwatch()
   const inputs = await resolveInputs(request.files, store, limits.workdirBytes)
+  const resolveMs = clock.lap()
   const sessionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, sessionId, request.identity, limits)
   const worker = await workers.acquire()
+  const acquireMs = clock.lap()
   let run: WorkerRun
   try {
     run = await worker.run({
@@ -65,12 +72,13 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     throw error
   } finally {
     // never serves another execution: destroyed, and refilled off the request path
-    void workers.release(worker)
+    workers.release(worker).catch(() => {})
   }
   if (run.failure !== null && run.vanished && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
     await outputs.discard()
     throw errors.jailUnavailable(`The sandbox failed to run the code: ${run.failure}`)
   }
+  clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
   const files = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
@@ -85,6 +93,19 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     deletedFiles: outcome.status === 'ok' ? run.deletedInputs : [],
     outcome,
     wallMs: run.wallMs,
+    phases: { resolve: resolveMs, acquire: acquireMs, run: run.phases, store: clock.lap() },
+  }
+}
+
+function stopwatch () {
+  let last = performance.now()
+  return {
+    lap: () => {
+      const now = performance.now()
+      const ms = Math.round((now - last) * 100) / 100
+      last = now
+      return ms
+    },
   }
 }
 

@@ -26,7 +26,7 @@ export class OutputCollector implements OutputSink {
     private readonly store: FileStore,
     private readonly sessionId: string,
     private readonly owner: Identity,
-    private readonly limits: Pick<ExecutionLimits, 'maxOutputFiles' | 'maxOutputFileBytes' | 'maxOutputTotalBytes'>,
+    private readonly limits: Pick<ExecutionLimits, 'maxOutputFiles' | 'maxOutputFileBytes' | 'maxOutputTotalBytes'>
   ) {}
 
   get count (): number { return this.pending.length }

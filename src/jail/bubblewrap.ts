@@ -35,7 +35,10 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
   const argv = [
     'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--',
     bwrapPath,
-    '--unshare-all', '--unshare-user', '--cap-add', 'ALL',
+    // every namespace but the cgroup one: the zygote must see its delegated cgroup directory from
+    // outside, or a cgroup2 mount with nsdelegate refuses the moves into worker groups; each worker
+    // gets its own cgroup namespace instead
+    '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--cap-add', 'ALL',
     '--info-fd', String(infoFd), '--userns-block-fd', String(blockFd),
     '--die-with-parent', '--new-session', '--hostname', 'sandbox', '--clearenv',
     '--setenv', 'PATH', '/usr/local/bin:/usr/bin:/bin', '--setenv', 'HOME', '/tmp', '--setenv', 'LANG', 'C.UTF-8',

@@ -1,10 +1,10 @@
-import { access, constants, readFile, rmdir } from 'node:fs/promises'
+import { access, constants, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import {
   CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, errorText, isAtOrUnder, killAll,
-  makeCgroupDir, parseKeyed, readOptional, readProcs, removeCgroupTree, removeStaleInstances, writeControl,
+  makeCgroupDir, killUntilEmpty, parseKeyed, readProcs, removeCgroupTree, removeStaleInstances, writeControl,
   writeIfPresent,
-  type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits,
+  type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits, readControlNow,
 } from './cgroup.ts'
 
 /** The controllers Warden uses, in the order they are named; cpuacct only reports CPU time and is optional. */
@@ -121,12 +121,12 @@ function createCgroupsV1 (layout: Layout): Cgroups {
       assertWorkerNames(zygote, worker)
       const memoryDir = dirOf(memory, zygote, worker)
       // oom_kill in memory.oom_control is per group, not hierarchical (sandbox-research.md §8.1); since 4.13
-      const oomControl = parseKeyed(await readFile(path.join(memoryDir, 'memory.oom_control'), 'utf8'))
-      const usageNs = cpuacct ? await readOptional(path.join(dirOf(cpuacct, zygote, worker), 'cpuacct.usage')) : null
-      const pidsPeak = await readOptional(path.join(dirOf(pids, zygote, worker), 'pids.peak'))
+      const oomControl = parseKeyed(readControlNow(path.join(memoryDir, 'memory.oom_control'), false) ?? '')
+      const usageNs = cpuacct ? readControlNow(path.join(dirOf(cpuacct, zygote, worker), 'cpuacct.usage'), true) : null
+      const pidsPeak = readControlNow(path.join(dirOf(pids, zygote, worker), 'pids.peak'), true)
       return {
         oomKills: oomControl.get('oom_kill') ?? 0,
-        memoryPeakBytes: Number(await readFile(path.join(memoryDir, 'memory.max_usage_in_bytes'), 'utf8')),
+        memoryPeakBytes: Number(readControlNow(path.join(memoryDir, 'memory.max_usage_in_bytes'), false)),
         cpuUsageUs: usageNs === null ? null : Math.round(Number(usageNs) / 1000),
         pidsPeak: pidsPeak === null ? null : Number(pidsPeak),
       }
@@ -136,6 +136,12 @@ function createCgroupsV1 (layout: Layout): Cgroups {
 
     async killWorkerGroup (zygote, worker) {
       await killAll(() => processesOf(zygote, worker))
+    },
+
+    async resetWorkerGroup (zygote, worker) {
+      await killUntilEmpty(() => processesOf(zygote, worker))
+      await writeControl(path.join(dirOf(memory, zygote, worker), 'memory.max_usage_in_bytes'), 0)
+      if (cpuacct) await writeControl(path.join(dirOf(cpuacct, zygote, worker), 'cpuacct.usage'), 0)
     },
 
     async removeWorkerGroup (zygote, worker) {

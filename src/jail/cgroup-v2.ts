@@ -4,7 +4,7 @@ import {
   CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, decimal,
   errorCode, errorText, ignoreCode, isAtOrUnder, killAll, makeCgroupDir, parseKeyed, readOptional, readProcs,
   removeCgroupTree, removeStaleInstances, writeControl, writeIfPresent,
-  type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits,
+  type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits, readControlNow, killUntilEmpty,
 } from './cgroup.ts'
 
 const CONTROLLERS = ['memory', 'pids', 'cpu'] as const
@@ -129,10 +129,10 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
       assertWorkerNames(zygote, worker)
       const dir = dirOf(zygote, worker)
       // memory.events is hierarchical, but a worker's group is a leaf, so it counts this worker alone
-      const events = parseKeyed(await readFile(path.join(dir, 'memory.events'), 'utf8'))
-      const cpuStat = parseKeyed(await readFile(path.join(dir, 'cpu.stat'), 'utf8'))
-      const memoryPeak = await readOptional(path.join(dir, 'memory.peak')) // Linux 5.19
-      const pidsPeak = await readOptional(path.join(dir, 'pids.peak')) // Linux 6.1
+      const events = parseKeyed(readControlNow(path.join(dir, 'memory.events'), false) ?? '')
+      const cpuStat = parseKeyed(readControlNow(path.join(dir, 'cpu.stat'), false) ?? '')
+      const memoryPeak = readControlNow(path.join(dir, 'memory.peak'), true) // Linux 5.19
+      const pidsPeak = readControlNow(path.join(dir, 'pids.peak'), true) // Linux 6.1
       return {
         oomKills: events.get('oom_kill') ?? 0,
         memoryPeakBytes: memoryPeak === null ? null : Number(memoryPeak),
@@ -146,6 +146,13 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
     async killWorkerGroup (zygote, worker) {
       assertWorkerNames(zygote, worker)
       await killGroup(dirOf(zygote, worker))
+    },
+
+    async resetWorkerGroup (zygote, worker) {
+      assertWorkerNames(zygote, worker)
+      // memory.peak cannot be reset for everyone (only per open fd, Linux 6.12): it stays a slot maximum
+      await killGroup(dirOf(zygote, worker))
+      await killUntilEmpty(() => readProcs(dirOf(zygote, worker)))
     },
 
     async removeWorkerGroup (zygote, worker) {

@@ -1,5 +1,5 @@
 import type { Duplex, Readable } from 'node:stream'
-import type { CgroupCounters } from '../jail/cgroup.ts'
+import type { CgroupCounters, WorkerCgroup } from '../jail/cgroup.ts'
 import { FencedCollector, FrameDecoder, type Frame } from './protocol.ts'
 
 export interface SlotHandlers {
@@ -64,6 +64,8 @@ class SlotLease implements SlotChannel {
 export class Slot {
   state: SlotState = 'free'
   generation = 0
+  /** created on first use and kept for the slot's lifetime, reset between workers */
+  cgroup: WorkerCgroup | null = null
   private decoder = new FrameDecoder()
   private outWatch = new FencedCollector(0, () => {})
   private errWatch = new FencedCollector(0, () => {})
@@ -78,7 +80,7 @@ export class Slot {
     private readonly ctl: Duplex,
     private readonly out: Readable,
     private readonly err: Readable,
-    private readonly owner: SlotOwner,
+    private readonly owner: SlotOwner
   ) {
     ctl.on('data', (chunk: Buffer) => this.onFrames(this.decoder.push(chunk)))
     out.on('data', (chunk: Buffer) => { this.outWatch.push(chunk); this.handlers?.stdout(chunk); this.maybeClean() })
@@ -201,7 +203,7 @@ export class Slot {
     this.state = 'cleaning'
     this.owner.cleanSlot(this).then(
       () => { if (this.state === 'cleaning') this.state = 'free' },
-      () => { this.state = 'dead' },
+      () => { this.state = 'dead' }
     )
   }
 }

@@ -50,7 +50,11 @@ export interface WorkerRun {
   notes: string[]
   counters: CgroupCounters | null
   wallMs: number
+  /** ms from the start of run() to each step, for logs and metrics */
+  phases: RunPhases
 }
+
+export interface RunPhases { sent: number, started: number | null, done: number | null, closed: number, counted: number }
 
 interface DoneMessage { exit_code?: unknown, signal?: unknown, deleted?: unknown, notes?: unknown, discarded?: unknown, fence?: unknown }
 
@@ -94,6 +98,7 @@ class WorkerRunner {
   private currentOutput: Promise<OutputFile | null> | null = null
   private finish: () => void = () => {}
   private readonly timers: NodeJS.Timeout[] = []
+  private readonly phases: Partial<RunPhases> = {}
 
   constructor (private readonly channel: SlotChannel, private readonly job: WorkerJob) {
     this.stdout = new FencedCollector(job.maxStdoutBytes, () => this.kill('stdout limit'))
@@ -117,9 +122,12 @@ class WorkerRunner {
         this.finish()
       },
     })
+    // the slot's cgroup outlives its workers: count this run as the difference
+    const baseline = await this.channel.readCounters()
     this.timers.push(setTimeout(() => { this.timedOut = true; this.kill('timeout') }, this.job.timeoutMs))
     try {
       await this.sendJob()
+      this.phases.sent = this.elapsed()
     } catch (error) {
       this.failure ??= `could not send the job to the worker: ${(error as Error).message}`
       this.kill('send failure')
@@ -127,7 +135,9 @@ class WorkerRunner {
     await finished
     for (const timer of this.timers) clearTimeout(timer)
     await this.frameQueue
-    const counters = await this.channel.readCounters()
+    this.phases.closed = this.elapsed()
+    const counters = since(baseline, await this.channel.readCounters())
+    this.phases.counted = this.elapsed()
     return this.result(counters)
   }
 
@@ -171,7 +181,9 @@ class WorkerRunner {
   private async handleFrame (frame: Frame): Promise<void> {
     switch (frame.type) {
       case FrameType.ready:
+        return
       case FrameType.started:
+        this.phases.started = this.elapsed()
         return
       case FrameType.output: {
         const { name } = parseJson(frame.payload) as { name?: unknown }
@@ -192,6 +204,7 @@ class WorkerRunner {
       }
       case FrameType.done: {
         this.done = parseJson(frame.payload) as DoneMessage
+        this.phases.done = this.elapsed()
         const fence = typeof this.done.fence === 'string' ? Buffer.from(this.done.fence, 'hex') : null
         if (fence !== null && fence.length === 16) {
           this.stdout.expectFence(fence, false)
@@ -210,6 +223,10 @@ class WorkerRunner {
         this.failure ??= `unexpected frame type ${frame.type}`
         this.kill('protocol violation')
     }
+  }
+
+  private elapsed (): number {
+    return Math.round((performance.now() - this.started) * 100) / 100
   }
 
   private checkFinished (): void {
@@ -245,7 +262,24 @@ class WorkerRunner {
       notes: stringArray(done?.notes),
       counters,
       wallMs: performance.now() - this.started,
+      phases: {
+        sent: this.phases.sent ?? 0,
+        started: this.phases.started ?? null,
+        done: this.phases.done ?? null,
+        closed: this.phases.closed ?? 0,
+        counted: this.phases.counted ?? 0,
+      },
     }
+  }
+}
+
+function since (baseline: CgroupCounters | null, now: CgroupCounters | null): CgroupCounters | null {
+  if (baseline === null || now === null) return now
+  return {
+    oomKills: now.oomKills - baseline.oomKills,
+    memoryPeakBytes: now.memoryPeakBytes,
+    cpuUsageUs: now.cpuUsageUs === null || baseline.cpuUsageUs === null ? null : now.cpuUsageUs - baseline.cpuUsageUs,
+    pidsPeak: now.pidsPeak,
   }
 }
 

@@ -118,11 +118,10 @@ export class Zygote implements SlotOwner {
     ready.catch(() => {})
     let forked = false
     try {
-      const cgroup = this.options.cgroups === null
-        ? null
-        : await this.options.cgroups.createWorkerGroup(this.name, slot.name, this.options.zygoteUid, this.options.workerLimits)
+      const cgroups = this.options.cgroups
+      if (cgroups !== null) slot.cgroup ??= await cgroups.createWorkerGroup(this.name, slot.name, this.options.zygoteUid, this.options.workerLimits)
       const spawned = new Promise<void>((resolve, reject) => this.spawnWaiters.set(slot.index, { resolve, reject }))
-      this.send({ op: 'spawn', slot: slot.index, cgroup_procs: cgroup?.jailProcsFiles ?? [] })
+      this.send({ op: 'spawn', slot: slot.index, cgroup_procs: slot.cgroup?.jailProcsFiles ?? [] })
       forked = true
       await withTimeout(Promise.all([spawned, ready]), WORKER_READY_TIMEOUT_MS, 'the worker did not become ready in time')
     } catch (error) {
@@ -153,8 +152,15 @@ export class Zygote implements SlotOwner {
     return this.options.cgroups === null ? null : await this.options.cgroups.readCounters(this.name, slot.name)
   }
 
+  /** Between two workers: nothing of the last one may remain in the slot's cgroup. */
   async cleanSlot (slot: Slot): Promise<void> {
-    await this.options.cgroups?.removeWorkerGroup(this.name, slot.name)
+    if (slot.cgroup === null || this.options.cgroups === null) return
+    try {
+      await this.options.cgroups.resetWorkerGroup(this.name, slot.name)
+    } catch (error) {
+      this.options.log.error({ err: error, slot: slot.name }, 'could not reset a worker cgroup; the slot is retired')
+      throw error
+    }
   }
 
   /** Stop the zygote (closing its control socket ends the jail) and remove its cgroups. */
@@ -186,7 +192,7 @@ export class Zygote implements SlotOwner {
     while (newline >= 0) {
       const line = this.controlBuffer.slice(0, newline)
       this.controlBuffer = this.controlBuffer.slice(newline + 1)
-      if (line.trim() !== '') this.onEvent(JSON.parse(line) as ControlEvent)
+      if (line.trim() !== '') this.onEvent(parseEvent(line))
       newline = this.controlBuffer.indexOf('\n')
     }
   }
@@ -231,6 +237,14 @@ export class Zygote implements SlotOwner {
     for (const waiter of this.spawnWaiters.values()) waiter.reject(new Error(reason))
     this.spawnWaiters.clear()
     for (const slot of this.slots) slot.onLost(reason)
+  }
+}
+
+function parseEvent (line: string): ControlEvent {
+  try {
+    return JSON.parse(line) as ControlEvent
+  } catch {
+    return { ev: 'unparsable', message: line.slice(0, 200) }
   }
 }
 

@@ -9,8 +9,7 @@ export const ErrorSchema = z.object({
   message: z.string().describe('what went wrong, for people'),
 }).loose()
 
-export const SessionFileParams = z.object({ session_id: z.string(), file_id: z.string() })
-export type SessionFileParams = z.infer<typeof SessionFileParams>
+export const SessionFileParamsSchema = z.object({ session_id: z.string(), file_id: z.string() })
 
 /** LibreChat appends ?kind&id&version to file routes (spec §3.6); tolerated, not yet used for access. */
 export const FileScopeQuery = z.object({

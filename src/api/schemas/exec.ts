@@ -21,7 +21,7 @@ export const ExecFileRef = z.object({
  * The /exec body. Unknown fields are accepted and dropped: LibreChat spreads its own context into the
  * body (`codeSessionKey`, …; spec §3.1.1).
  */
-export const ExecBody = z.object({
+export const ExecBodySchema = z.object({
   lang: z.string().min(1).max(32),
   code: z.string().max(4 * 1024 * 1024).refine(wellFormed, NO_NUL),
   args: z.array(z.string().max(64 * 1024).refine(wellFormed, NO_NUL)).max(1024).optional(),
@@ -30,7 +30,7 @@ export const ExecBody = z.object({
   session_id: z.string().optional(),
   timeout: z.number().int().positive().optional().describe('wall-clock limit in ms; capped by EXEC_TIMEOUT_MS'),
 })
-export type ExecBody = z.infer<typeof ExecBody>
+export type ExecBody = z.infer<typeof ExecBodySchema>
 
 export const OutputFileRef = z.object({
   id: z.string(),
@@ -39,7 +39,7 @@ export const OutputFileRef = z.object({
   path: z.string(),
 })
 
-export const ExecResponse = z.object({
+export const ExecResponseSchema = z.object({
   session_id: z.string(),
   stdout: z.string(),
   stderr: z.string(),
@@ -54,4 +54,4 @@ export const ExecResponse = z.object({
   truncated: z.boolean(),
   wall_time_ms: z.number(),
 })
-export type ExecResponse = z.infer<typeof ExecResponse>
+export type ExecResponse = z.infer<typeof ExecResponseSchema>
