@@ -72,10 +72,10 @@ function routePath (request: FastifyRequest): string {
 function checkExpectedProfile (header: string | string[] | undefined): void {
   if (header === undefined) return
   if (Array.isArray(header) || !['default', 'stateful'].includes(header.trim().toLowerCase())) {
-    throw new ApiError('invalid_execution_profile', 400, 'X-CodeAPI-Expected-Profile must be "default" or "stateful".')
+    throw errors.invalidExecutionProfile('X-CodeAPI-Expected-Profile must be "default" or "stateful".')
   }
   if (header.trim().toLowerCase() !== PROFILE) {
-    throw new ApiError('execution_profile_mismatch', 409, 'Expected the stateful execution profile, but reached default.', {
+    throw errors.executionProfileMismatch('Expected the stateful execution profile, but reached default.', {
       expected_profile: 'stateful',
       actual_profile: PROFILE,
     })

@@ -2,6 +2,7 @@ import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import { errors } from '../errors.ts'
 import type { RunPhases, RuntimeLanguage, Worker, WorkerRun } from '../pool/worker.ts'
+import { PoolUnavailableError } from '../pool/worker-pool.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
 import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
@@ -53,7 +54,9 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const sessionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, sessionId, request.identity, limits)
-  const worker = await workers.acquire()
+  const worker = await workers.acquire().catch((error: unknown) => {
+    throw error instanceof PoolUnavailableError ? errors.jailUnavailable(error.message, {}, { cause: error }) : error
+  })
   const acquireMs = clock.lap()
   let run: WorkerRun
   try {
