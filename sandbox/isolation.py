@@ -47,6 +47,15 @@ def _tmpfs(target: str, size: int, mode: str, owner: int | None = None, readonly
     linux.mount("tmpfs", target, "tmpfs", flags, options)
 
 
+def _mounts_under(path: str) -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    inside = {point for point in points if point == path or point.startswith(prefix)}
+    return sorted(inside, key=lambda point: point.count("/"), reverse=True)
+
+
 def build_filesystem(config: IsolationConfig) -> None:
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -56,9 +65,12 @@ def build_filesystem(config: IsolationConfig) -> None:
     _tmpfs("/dev/shm", config.shm_bytes, "1777")
     # the work directory is a tmpfs of the session quota: ENOSPC at the quota, gone with the worker
     _tmpfs("/mnt/data", config.workdir_bytes, "0755", owner=config.slot_uid)
+    # detach the zygote's private mounts (sandbox code, delegated cgroups): not merely covered, gone,
+    # so not even /proc/self/mountinfo names their host paths. The mount namespace belongs to the
+    # zygote's user namespace, so these copies are not locked and can be unmounted.
     for path in config.hidden_paths:
-        if os.path.isdir(path):
-            _tmpfs(path, 4096, "0755", readonly=True)
+        for mount_point in _mounts_under(path):
+            linux.umount(mount_point, linux.MNT_DETACH)
 
 
 def enter_own_user_namespace(slot_uid: int) -> None:

@@ -56,9 +56,10 @@ export const EnvSchema = z.object({
   MAX_OUTPUT_FILE_MB: megabytes(128),
   MAX_OUTPUT_TOTAL_MB: megabytes(256),
 
-  POOL_MIN: z.coerce.number().int().min(0).max(256).default(2),
+  POOL_MIN: z.coerce.number().int().min(0).max(256).default(4),
   POOL_MAX: positiveInt().max(256).default(8),
   ZYGOTES: positiveInt().max(16).default(1),
+  POOL_MODE: z.enum(['warm', 'cold']).default('warm'),
 
   MAX_UPLOAD_MB: megabytes(150),
   MAX_BODY_MB: megabytes(16),
@@ -87,7 +88,7 @@ export interface Config {
     strict: boolean
   }
   limits: ExecutionLimits
-  pool: { min: number, max: number, zygotes: number }
+  pool: { min: number, max: number, zygotes: number, mode: Env['POOL_MODE'] }
   storage: { maxUploadBytes: number, fileTtlMs: number, sweepIntervalMs: number }
   maxBodyBytes: number
 }
@@ -155,7 +156,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
       maxOutputFileBytes: e.MAX_OUTPUT_FILE_MB,
       maxOutputTotalBytes: e.MAX_OUTPUT_TOTAL_MB,
     },
-    pool: { min: e.POOL_MIN, max: e.POOL_MAX, zygotes: e.ZYGOTES },
+    pool: { min: e.POOL_MIN, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE },
     storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
     maxBodyBytes: e.MAX_BODY_MB,
   })

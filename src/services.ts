@@ -6,7 +6,8 @@ import { detectCgroups, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
-import { WorkerPool } from './pool/worker-pool.ts'
+import { ColdWorkers } from './pool/cold-workers.ts'
+import { WorkerPool, type WorkerProvider } from './pool/worker-pool.ts'
 import { Zygote } from './pool/zygote.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
@@ -17,7 +18,7 @@ const VERSION = '0.1.0'
 
 export interface Services {
   store: FileStore
-  pool: WorkerPool
+  pool: WorkerProvider
   driver: JailDriver
   cgroups: Cgroups | null
   health: () => HealthReport
@@ -46,18 +47,10 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
   log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
 
-  const slotCount = Math.ceil(config.pool.max / config.pool.zygotes) * 2 + 2
   const started = Date.now()
-  let pool: WorkerPool
+  let pool: WorkerProvider
   try {
-    pool = await WorkerPool.start({
-      min: config.pool.min,
-      max: config.pool.max,
-      zygotes: config.pool.zygotes,
-      acquireTimeoutMs: 60_000,
-      startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
-      log,
-    })
+    pool = await startPool(config, log, driver, cgroups, runtime)
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
@@ -86,6 +79,9 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
           waiting: stats.waiting,
           zygotes_alive: stats.zygotesAlive,
           zygotes: stats.zygotes,
+          spawned: stats.spawned,
+          acquired_warm: stats.acquiredWarm,
+          acquired_cold: stats.acquiredCold,
         },
         warnings,
       }
@@ -97,6 +93,23 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       await runtime.remove()
     },
   }
+}
+
+async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir): Promise<WorkerProvider> {
+  if (config.pool.mode === 'cold') {
+    // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
+    const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
+    return new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000)
+  }
+  const slotCount = Math.ceil(config.pool.max / config.pool.zygotes) * 2 + 2
+  return await WorkerPool.start({
+    min: config.pool.min,
+    max: config.pool.max,
+    zygotes: config.pool.zygotes,
+    acquireTimeoutMs: 60_000,
+    startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
+    log,
+  })
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {

@@ -42,6 +42,9 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
     '--info-fd', String(infoFd), '--userns-block-fd', String(blockFd),
     '--die-with-parent', '--new-session', '--hostname', 'sandbox', '--clearenv',
     '--setenv', 'PATH', '/usr/local/bin:/usr/bin:/bin', '--setenv', 'HOME', '/tmp', '--setenv', 'LANG', 'C.UTF-8',
+    // bwrap creates missing parents of a bind target 0700, which would hide /etc from the workers'
+    // uid: create them readable first
+    '--dir', '/etc', '--dir', '/opt', '--dir', '/run',
     '--ro-bind', '/usr', '/usr',
     '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin',
     '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',

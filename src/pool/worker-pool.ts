@@ -27,6 +27,15 @@ export interface PoolStats {
   acquiredCold: number
 }
 
+/** What the server needs from a source of workers: the warm pool, or the cold baseline (cold-workers.ts). */
+export interface WorkerProvider {
+  acquire (): Promise<Worker>
+  release (worker: Worker): Promise<void>
+  stats (): PoolStats
+  ready (): Promise<void>
+  close (): Promise<void>
+}
+
 export class PoolUnavailableError extends Error {
   override name = 'PoolUnavailableError'
 }
@@ -38,7 +47,7 @@ const RESTART_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000]
  * execution (never returned), and generic-pool refills to `min` in the background, so refills are never
  * on a request's path while a warm worker is there. Dead zygotes are restarted with backoff.
  */
-export class WorkerPool {
+export class WorkerPool implements WorkerProvider {
   private readonly zygotes: Array<Zygote | null>
   private readonly pool: Pool<Worker>
   private closing = false
