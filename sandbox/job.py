@@ -315,7 +315,8 @@ def serve(limits: OutputLimits, setup_ms: float) -> None:
             "fence": fence.hex(),
         },
     )
-    for fd in (OUT_FD, ERR_FD):
+    # on the control socket too: the server holds back a stream's last bytes until more arrive
+    for fd in (CTL_FD, OUT_FD, ERR_FD):
         try:
             frames.write_all(fd, fence)
         except OSError:

@@ -39,6 +39,12 @@ export async function buildApp (config: Config, services: AppServices) {
   app.setErrorHandler(async (error: FastifyError, request, reply) => renderError(error, request, reply))
   await app.register(multipart, { limits: { fileSize: config.storage.maxUploadBytes } })
 
+  // Fastify parses text/plain by default; /exec wants JSON and should say so with a 415
+  app.removeContentTypeParser('text/plain')
+  // first, so that every answer carries it, a 401 included (spec §4.4)
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.header('x-codeapi-execution-profile', PROFILE)
+  })
   if (config.auth.mode === 'api-key') {
     const isValidKey = createApiKeyCheck(config.auth.apiKeys)
     app.addHook('onRequest', async (request) => {
@@ -48,8 +54,7 @@ export async function buildApp (config: Config, services: AppServices) {
       }
     })
   }
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-codeapi-execution-profile', PROFILE)
+  app.addHook('onRequest', async (request) => {
     checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
   })
 

@@ -13,9 +13,21 @@ const duration = z
     const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match?.[2] ?? 's'] ?? 1000
     return Math.round(value * unitMs)
   })
+  .refine((ms) => ms > 0, 'must be longer than 0')
 
-const positiveInt = () => z.coerce.number().int().positive()
-const megabytes = (fallback: number) => positiveInt().default(fallback).transform((mb) => mb * 1024 * 1024)
+/** warm workers kept ready unless POOL_MIN says otherwise (never more than POOL_MAX) */
+const DEFAULT_POOL_MIN = 4
+
+/**
+ * A decimal number within bounds. Unlike z.coerce.number(), an empty string (`PORT=` in a .env file)
+ * is an error rather than 0.
+ */
+const decimal = (bounds: { min: number, max?: number, whole?: boolean }) => z.string().trim()
+  .regex(bounds.whole === false ? /^\d+(\.\d+)?$/ : /^\d+$/, bounds.whole === false ? 'expected a number' : 'expected a whole number')
+  .transform(Number)
+  .pipe(z.number().min(bounds.min).max(bounds.max ?? Number.MAX_SAFE_INTEGER))
+const positiveInt = (max?: number) => decimal({ min: 1, max })
+const megabytes = (fallback: number) => positiveInt(1024 * 1024).default(fallback).transform((mb) => mb * 1024 * 1024)
 const flag = (fallback: boolean) => z.stringbool().default(fallback)
 
 /**
@@ -24,7 +36,7 @@ const flag = (fallback: boolean) => z.stringbool().default(fallback)
  */
 export const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
-  PORT: z.coerce.number().int().min(0).max(65_535).default(8000),
+  PORT: decimal({ min: 0, max: 65_535 }).default(8000),
   DATA_DIR: z.string().min(1).default('./data'),
   RUN_DIR: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -39,26 +51,26 @@ export const EnvSchema = z.object({
   PYTHON_PATH: z.string().default('/usr/bin/python3'),
   PRELOAD_MODULES: z.string().default('numpy,pandas,matplotlib').transform((list) =>
     list.split(',').map((name) => name.trim()).filter(Boolean)),
-  JAIL_UID_BASE: z.coerce.number().int().min(1000).max(4_000_000_000).default(2_000_000_000),
+  JAIL_UID_BASE: decimal({ min: 1000, max: 4_000_000_000 }).default(2_000_000_000),
   CGROUPS: z.enum(['auto', 'off']).default('auto'),
   STRICT: flag(false),
 
-  EXEC_TIMEOUT_MS: positiveInt().max(3_600_000).default(30_000),
+  EXEC_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
   MEMORY_LIMIT_MB: megabytes(512),
-  PIDS_LIMIT: positiveInt().min(8).max(65_536).default(128),
-  CPU_LIMIT: z.coerce.number().positive().max(256).default(1),
+  PIDS_LIMIT: decimal({ min: 8, max: 65_536 }).default(128),
+  CPU_LIMIT: decimal({ min: 0.01, max: 256, whole: false }).default(1),
   MAX_STDOUT_BYTES: positiveInt().default(1024 * 1024),
   MAX_STDERR_BYTES: positiveInt().default(1024 * 1024),
   WORKDIR_LIMIT_MB: megabytes(256),
   TMP_LIMIT_MB: megabytes(64),
   MAX_FILE_SIZE_MB: megabytes(128),
-  MAX_OUTPUT_FILES: positiveInt().max(10_000).default(50),
+  MAX_OUTPUT_FILES: positiveInt(10_000).default(50),
   MAX_OUTPUT_FILE_MB: megabytes(128),
   MAX_OUTPUT_TOTAL_MB: megabytes(256),
 
-  POOL_MIN: z.coerce.number().int().min(0).max(256).default(4),
-  POOL_MAX: positiveInt().max(256).default(8),
-  ZYGOTES: positiveInt().max(16).default(1),
+  POOL_MIN: decimal({ min: 0, max: 256 }).optional(),
+  POOL_MAX: positiveInt(256).default(8),
+  ZYGOTES: positiveInt(16).default(1),
   POOL_MODE: z.enum(['warm', 'cold']).default('warm'),
 
   MAX_UPLOAD_MB: megabytes(150),
@@ -123,7 +135,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
   }
   const e = parsed.data
-  if (e.POOL_MIN > e.POOL_MAX) throw new ConfigError(`invalid configuration:\n  POOL_MIN: must not exceed POOL_MAX (${e.POOL_MAX})`)
+  const poolMin = e.POOL_MIN ?? Math.min(DEFAULT_POOL_MIN, e.POOL_MAX)
+  if (poolMin > e.POOL_MAX) throw new ConfigError(`invalid configuration:\n  POOL_MIN: must not exceed POOL_MAX (${e.POOL_MAX})`)
   return Object.freeze({
     host: e.HOST,
     port: e.PORT,
@@ -156,7 +169,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
       maxOutputFileBytes: e.MAX_OUTPUT_FILE_MB,
       maxOutputTotalBytes: e.MAX_OUTPUT_TOTAL_MB,
     },
-    pool: { min: e.POOL_MIN, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE },
+    pool: { min: poolMin, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE },
     storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
     maxBodyBytes: e.MAX_BODY_MB,
   })

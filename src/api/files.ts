@@ -26,7 +26,9 @@ function etag (file: StoredFile): string {
 /** RFC 6266: an ASCII fallback plus the exact UTF-8 name, so any name is safe in the header. */
 export function contentDisposition (name: string): string {
   const fallback = name.replace(/[^\x20-\x7e]|["\\%;]/g, '_')
-  return `attachment; filename="${fallback}"; filename*=UTF-8''${encodeURIComponent(name)}`
+  // RFC 8187 attr-chars: encodeURIComponent leaves ' ( ) * ! unencoded, which strict parsers refuse
+  const encoded = encodeURIComponent(name).replace(/['()*!]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`)
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
 }
 
 export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store }) => {

@@ -60,11 +60,22 @@ function indexOfFence (window: Buffer, fences: Buffer[]): { at: number, fence: B
  * Frame parser for a slot's control socket. It delivers the worker's frames until the worker's last
  * frame (done or failed) or a protocol violation, then only watches for the zygote's fence, after
  * which the socket is clean for the next worker.
+ *
+ * The zygote's fence may arrive before it is announced. If the worker died in the middle of a frame,
+ * the fence bytes can then complete that frame and be parsed away as its payload; so the last bytes of
+ * the raw stream are kept apart and searched too (nothing follows the zygote's fence).
  */
 export class FrameDecoder {
   private buffer: Buffer = Buffer.alloc(0)
+  private recent: Buffer = Buffer.alloc(0)
   private fence: Buffer | null = null
   private state: 'parsing' | 'finished' | 'fenced' = 'parsing'
+  /**
+   * While a job runs, the worker may die mid-frame at any time and the zygote's fence follow: a frame
+   * ending in the stream's last FENCE_BYTES bytes could have been completed by the fence's first bytes,
+   * so it is held back until more bytes (at the latest the worker's own fence after `done`) arrive.
+   */
+  holdBack = false
   violation: string | null = null
 
   get isFenced (): boolean { return this.state === 'fenced' }
@@ -72,6 +83,7 @@ export class FrameDecoder {
   push (chunk: Buffer): Frame[] {
     if (this.state === 'fenced') return []
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    this.recent = tail(Buffer.concat([this.recent, chunk]), TAIL_BYTES)
     return this.drain()
   }
 
@@ -83,20 +95,25 @@ export class FrameDecoder {
 
   reset (): void {
     this.buffer = Buffer.alloc(0)
+    this.recent = Buffer.alloc(0)
     this.fence = null
     this.state = 'parsing'
+    this.holdBack = false
     this.violation = null
   }
 
   private drain (): Frame[] {
     const found = this.fence === null ? null : indexOfFence(this.buffer, [this.fence])
-    const limit = found === null ? this.buffer.length : found.at
+    const limit = found !== null
+      ? found.at
+      : this.holdBack || this.fence !== null ? this.buffer.length - FENCE_BYTES : this.buffer.length
     const frames = this.state === 'parsing' ? this.parse(limit) : []
-    if (found !== null) {
+    if (found !== null || (this.fence !== null && this.recent.includes(this.fence))) {
       this.state = 'fenced'
       this.buffer = Buffer.alloc(0)
+      this.recent = Buffer.alloc(0)
     } else if (this.state === 'finished') {
-      this.buffer = this.buffer.subarray(Math.max(0, this.buffer.length - TAIL_BYTES))
+      this.buffer = tail(this.buffer, TAIL_BYTES)
     }
     return frames
   }
@@ -122,16 +139,21 @@ export class FrameDecoder {
   }
 }
 
+function tail (bytes: Buffer, size: number): Buffer {
+  return bytes.length <= size ? bytes : bytes.subarray(bytes.length - size)
+}
+
 /**
  * Collects one output stream (stdout or stderr) of a worker, keeping at most `maxBytes`. The worker's
- * bytes are those before the first fence found: its own (written when it finishes) or the zygote's.
- * Bytes after the worker's fence are read and dropped until the zygote's fence cleans the socket.
+ * bytes are those before the first fence in the stream: its own (written when it finishes) or the
+ * zygote's, whichever comes first, in whatever order they are announced. Bytes after the worker's fence
+ * are read and dropped until the zygote's fence cleans the socket.
  */
 export class FencedCollector {
   private readonly chunks: Buffer[] = []
   private keptBytes = 0
   private receivedBytes = 0
-  private tail: Buffer = Buffer.alloc(0)
+  private recent: Buffer = Buffer.alloc(0)
   private readonly fences: Buffer[] = []
   private zygoteFence: Buffer | null = null
   private outputBytes: number | null = null
@@ -150,45 +172,61 @@ export class FencedCollector {
 
   push (chunk: Buffer): void {
     if (this.fenced) return
-    const windowStart = this.receivedBytes - this.tail.length
-    const window = Buffer.concat([this.tail, chunk])
+    const windowStart = this.receivedBytes - this.recent.length
+    const window = Buffer.concat([this.recent, chunk])
     this.receivedBytes += chunk.length
-    if (this.outputBytes === null) this.keep(chunk)
-    this.tail = window.subarray(Math.max(0, window.length - TAIL_BYTES))
+    this.recent = tail(window, TAIL_BYTES)
     this.search(window, windowStart)
+    if (this.outputBytes === null) {
+      this.keep(chunk)
+    } else {
+      // keep up to the fence only: what follows it is not the worker's output
+      this.keep(chunk.subarray(0, Math.max(0, this.outputBytes - (this.receivedBytes - chunk.length))))
+    }
+    this.checkOverflow()
   }
 
   /** Announce a fence: the worker's own (from its done frame) or the zygote's (the worker is gone). */
   expectFence (fence: Buffer, fromZygote: boolean): void {
-    if (this.fenced) return
-    this.fences.push(fence)
     if (fromZygote) this.zygoteFence = fence
-    // the fence may have arrived before its announcement
+    this.fences.push(fence)
+    // the fence may have arrived before its announcement, even after the zygote's own fence
     this.search(Buffer.concat(this.chunks), 0)
-    this.search(this.tail, this.receivedBytes - this.tail.length)
+    if (!this.fenced) this.search(this.recent, this.receivedBytes - this.recent.length)
+    this.checkOverflow()
   }
 
   private search (window: Buffer, windowStart: number): void {
-    const found = indexOfFence(window, this.fences)
-    if (found === null) return
-    const position = windowStart + found.at
-    if (this.outputBytes === null || position < this.outputBytes) this.outputBytes = position
-    if (found.fence === this.zygoteFence) this.fenced = true
-    this.fences.splice(this.fences.indexOf(found.fence), 1)
-    if (!this.fenced) this.search(window.subarray(found.at + FENCE_BYTES), position + FENCE_BYTES)
+    for (const fence of [...this.fences]) {
+      const at = window.indexOf(fence)
+      if (at < 0) continue
+      const position = windowStart + at
+      if (this.outputBytes === null || position < this.outputBytes) this.outputBytes = position
+      if (fence === this.zygoteFence) this.fenced = true
+      this.fences.splice(this.fences.indexOf(fence), 1)
+    }
   }
 
-  private keep (chunk: Buffer): void {
+  private keep (bytes: Buffer): void {
     const room = this.maxBytes + FENCE_BYTES - this.keptBytes
-    if (room > 0) {
-      const slice = chunk.subarray(0, room)
+    if (room > 0 && bytes.length > 0) {
+      const slice = bytes.subarray(0, room)
       this.chunks.push(slice)
       this.keptBytes += slice.length
     }
-    // the worker's own fence may push an exactly-full stream past the cap: allow for it
-    if (!this.overflowReported && this.receivedBytes > this.maxBytes + FENCE_BYTES) {
-      this.overflowReported = true
-      this.onOverflow()
-    }
+  }
+
+  /**
+   * Report an overflow once: as soon as it is certain. While the output is open, a fence not yet
+   * announced may be in its last FENCE_BYTES, so only more than that counts.
+   */
+  private checkOverflow (): void {
+    if (this.overflowReported) return
+    const over = this.outputBytes === null
+      ? this.receivedBytes > this.maxBytes + FENCE_BYTES
+      : this.outputBytes > this.maxBytes
+    if (!over) return
+    this.overflowReported = true
+    this.onOverflow()
   }
 }

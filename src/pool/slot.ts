@@ -8,6 +8,8 @@ export interface SlotHandlers {
   stderr (chunk: Buffer): void
   /** the worker's pid namespace is gone; `fence` closes its bytes on every socket */
   exited (status: ExitStatus, fence: Buffer): void
+  /** every frame the worker sent before the zygote's fence has been delivered */
+  controlDrained (): void
   /** the zygote itself is gone: nothing more will come */
   lost (reason: string): void
 }
@@ -72,6 +74,7 @@ export class Slot {
   private handlers: SlotHandlers | null = null
   private readonly early: Frame[] = []
   private exited = false
+  private drainedReported = false
   private leased = false
   private readyWaiter: { resolve: () => void, reject: (error: Error) => void } | null = null
 
@@ -101,6 +104,7 @@ export class Slot {
     this.handlers = null
     this.early.length = 0
     this.exited = false
+    this.drainedReported = false
     this.leased = false
     return new Promise((resolve, reject) => { this.readyWaiter = { resolve, reject } })
   }
@@ -113,6 +117,7 @@ export class Slot {
 
   attach (handlers: SlotHandlers): void {
     this.state = 'running'
+    this.decoder.holdBack = true
     this.handlers = handlers
     for (const frame of this.early.splice(0)) handlers.frame(frame)
   }
@@ -180,6 +185,16 @@ export class Slot {
   }
 
   private onFrames (frames: Frame[]): void {
+    const wasFenced = this.decoder.isFenced
+    this.deliver(frames)
+    if (this.decoder.isFenced && !this.drainedReported) {
+      this.drainedReported = true
+      this.handlers?.controlDrained()
+    }
+    if (!wasFenced) this.maybeClean()
+  }
+
+  private deliver (frames: Frame[]): void {
     for (const frame of frames) {
       if (this.state === 'spawning' && frame.type === 0x52 /* ready */) {
         this.state = 'ready'
@@ -194,7 +209,6 @@ export class Slot {
         this.early.push(frame)
       }
     }
-    this.maybeClean()
   }
 
   private maybeClean (): void {

@@ -93,6 +93,7 @@ class WorkerRunner {
   private failure: string | null = null
   private done: DoneMessage | null = null
   private exitStatus: { code: number | null, signal: number | null } | null = null
+  private controlDrained = false
   private frameQueue: Promise<void> = Promise.resolve()
   private queuedFrames = 0
   private currentOutput: Promise<OutputFile | null> | null = null
@@ -115,6 +116,10 @@ class WorkerRunner {
         this.exitStatus = status
         this.stdout.expectFence(fence, true)
         this.stderr.expectFence(fence, true)
+        this.checkFinished()
+      },
+      controlDrained: () => {
+        this.controlDrained = true
         this.checkFinished()
       },
       lost: (reason) => {
@@ -229,9 +234,13 @@ class WorkerRunner {
     return Math.round((performance.now() - this.started) * 100) / 100
   }
 
+  /**
+   * Finished when both output streams are closed by a fence, and either the worker reported done or it
+   * is gone and every frame it sent has been read (a paused control socket may still hold its done).
+   */
   private checkFinished (): void {
     const outputsClosed = this.stdout.output !== null && this.stderr.output !== null
-    if (outputsClosed && (this.done !== null || this.exitStatus !== null)) this.finish()
+    if (outputsClosed && (this.done !== null || (this.exitStatus !== null && this.controlDrained))) this.finish()
   }
 
   private kill (reason: string): void {

@@ -263,6 +263,7 @@ function killedMidStream (options: { announceFirst: boolean, fenceInOneRead: boo
       ? [...randomChunks(random, stream.subarray(0, cut), 64), fence]
       : randomChunks(random, Buffer.concat([stream.subarray(0, cut), fence]), 64)
     const decoder = new FrameDecoder()
+    decoder.holdBack = true // as the slot sets it while a job runs: the only time a worker can die mid-frame
     const got: Frame[] = []
     if (options.announceFirst) got.push(...decoder.setFence(fence))
     got.push(...pushAll(decoder, chunks))

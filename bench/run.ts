@@ -1,0 +1,146 @@
+/**
+ * `npm run bench`: drive POST /exec at several concurrencies, for the warm pool and for a baseline with no
+ * prewarming, and report latency, throughput, CPU and memory per scenario. Writes bench/results/latest.json
+ * and latest.md. Settings (env): BENCH_URL (target a running server; no CPU/memory figures then),
+ * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
+ * BENCH_SCENARIOS (all), BENCH_JAIL (auto), BENCH_SKIP_BASELINE.
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { launchServer, type BenchServer } from './launch.ts'
+import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
+import { renderMarkdown, renderTable, targetsMet, type Row } from './report.ts'
+import { Client, scenarios, type Scenario } from './scenarios.ts'
+
+const env = process.env
+const durationMs = Number(env.BENCH_DURATION_S ?? 10) * 1000
+const concurrencies = (env.BENCH_CONCURRENCY ?? '1,8,32').split(',').map(Number)
+const baselineConcurrencies = (env.BENCH_BASELINE_CONCURRENCY ?? '1,8').split(',').map(Number)
+const only = env.BENCH_SCENARIOS?.split(',')
+const jail = env.BENCH_JAIL ?? 'auto'
+
+interface Target { server: BenchServer, dirs: InstanceDirs | null }
+
+async function start (mode: 'warm' | 'cold'): Promise<Target> {
+  if (env.BENCH_URL !== undefined && mode === 'warm') {
+    return { server: { url: env.BENCH_URL, apiKey: env.BENCH_API_KEY ?? '', pid: null, stop: async () => {} }, dirs: null }
+  }
+  const server = await launchServer({ JAIL: jail, POOL_MODE: mode, POOL_MIN: env.POOL_MIN ?? '8', POOL_MAX: env.POOL_MAX ?? '8' })
+  return { server, dirs: server.pid === null ? null : findInstanceDirs(server.pid) }
+}
+
+async function measure (target: Target, scenario: Scenario, mode: 'warm' | 'cold', concurrency: number): Promise<Row> {
+  const client = new Client(target.server.url, target.server.apiKey, concurrency + 1)
+  const { pid } = target.server
+  // warm-up: let the pool fill and the JIT settle, outside the measurement
+  await Promise.all(Array.from({ length: Math.min(concurrency, 8) }, () => scenario.iteration(client).catch(() => [])))
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  const idle = target.dirs === null ? null : sampleWorkerMemory(target.dirs)
+  const cpuBefore = pid === null || target.dirs === null ? null : readCpu(pid, target.dirs)
+  const healthBefore = await client.health()
+  const latencies: number[] = []
+  const healthLatencies: number[] = []
+  let busyPeak = 0
+  let zygotePeak = 0
+  let errors = 0
+  let firstError: string | null = null
+  const sampler = setInterval(() => {
+    if (target.dirs === null) return
+    const sample = sampleWorkerMemory(target.dirs)
+    busyPeak = Math.max(busyPeak, ...sample.busyBytes)
+    zygotePeak = Math.max(zygotePeak, ...sample.zygoteBytes)
+  }, 100)
+  const started = performance.now()
+  const deadline = started + durationMs
+  const probing = { stop: false }
+  const healthProbe = (async () => {
+    while (!probing.stop) {
+      const at = performance.now()
+      await client.health()
+      healthLatencies.push(performance.now() - at)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  })()
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < deadline) {
+      try {
+        latencies.push(...await scenario.iteration(client))
+      } catch (error) {
+        errors++
+        firstError ??= (error as Error).message
+      }
+    }
+  }))
+  const elapsedMs = performance.now() - started
+  probing.stop = true
+  clearInterval(sampler)
+  await healthProbe
+  const cpuAfter = pid === null || target.dirs === null ? null : readCpu(pid, target.dirs)
+  const healthAfter = await client.health()
+  await client.close()
+  const warm = healthAfter.pool.acquired_warm - healthBefore.pool.acquired_warm
+  const cold = healthAfter.pool.acquired_cold - healthBefore.pool.acquired_cold
+  const sorted = [...latencies].sort((a, b) => a - b)
+  const healthSorted = [...healthLatencies].sort((a, b) => a - b)
+  const cpuMs = cpuBefore === null || cpuAfter === null
+    ? null
+    : (cpuAfter.serverMs - cpuBefore.serverMs) + ((cpuAfter.jailsMs ?? 0) - (cpuBefore.jailsMs ?? 0))
+  return {
+    scenario: scenario.name,
+    mode,
+    concurrency,
+    executions: latencies.length,
+    perSecond: latencies.length / (elapsedMs / 1000),
+    p50: percentile(sorted, 0.5),
+    p95: percentile(sorted, 0.95),
+    p99: percentile(sorted, 0.99),
+    max: sorted.at(-1) ?? Number.NaN,
+    errors,
+    firstError,
+    cpuMsPerExecution: cpuMs === null || latencies.length === 0 ? null : cpuMs / latencies.length,
+    poolHitRate: warm + cold === 0 ? null : warm / (warm + cold),
+    idleWorkerBytes: idle === null || idle.idleBytes.length === 0 ? null : Math.max(...idle.idleBytes),
+    busyWorkerPeakBytes: busyPeak === 0 ? null : busyPeak,
+    zygoteBytes: zygotePeak === 0 ? null : zygotePeak,
+    healthP50: percentile(healthSorted, 0.5),
+    healthP99: percentile(healthSorted, 0.99),
+  }
+}
+
+async function runMode (mode: 'warm' | 'cold', levels: number[]): Promise<Row[]> {
+  const target = await start(mode)
+  const rows: Row[] = []
+  try {
+    for (const scenario of scenarios().filter((s) => only === undefined || only.includes(s.name))) {
+      const prepareClient = new Client(target.server.url, target.server.apiKey, 1)
+      await scenario.prepare?.(prepareClient)
+      await prepareClient.close()
+      for (const concurrency of levels) {
+        const row = await measure(target, scenario, mode, concurrency)
+        process.stderr.write(`${mode} ${scenario.name} c=${concurrency}: p50 ${row.p50.toFixed(1)} ms, ${row.perSecond.toFixed(1)}/s, errors ${row.errors}\n`)
+        rows.push(row)
+      }
+    }
+  } finally {
+    await target.server.stop()
+  }
+  return rows
+}
+
+const warm = await runMode('warm', concurrencies)
+const cold = env.BENCH_SKIP_BASELINE === undefined ? await runMode('cold', baselineConcurrencies) : []
+const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
+const result = {
+  date: new Date().toISOString(),
+  machine,
+  jail,
+  durationPerRunS: durationMs / 1000,
+  rows: [...warm, ...cold],
+  targets: targetsMet(warm),
+}
+const outDir = path.resolve(import.meta.dirname, 'results')
+await mkdir(outDir, { recursive: true })
+await writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
+await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine))
+process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')

@@ -1,0 +1,166 @@
+import { randomBytes } from 'node:crypto'
+import { Pool } from 'undici'
+
+/** An HTTP client bound to one server; undici keeps connections open, as LibreChat's client does. */
+export class Client {
+  private readonly pool: Pool
+
+  constructor (readonly url: string, private readonly apiKey: string, connections: number) {
+    this.pool = new Pool(url, { connections, pipelining: 1, keepAliveTimeout: 60_000 })
+  }
+
+  async exec (body: unknown): Promise<ExecReply> {
+    const response = await this.pool.request({
+      method: 'POST',
+      path: '/v1/exec',
+      headers: { 'content-type': 'application/json', 'x-api-key': this.apiKey },
+      body: JSON.stringify(body),
+    })
+    const reply = await response.body.json() as ExecReply
+    if (response.statusCode !== 200) throw new Error(`exec answered ${response.statusCode}: ${JSON.stringify(reply)}`)
+    return reply
+  }
+
+  async upload (name: string, bytes: Buffer): Promise<{ storage_session_id: string, files: Array<{ fileId: string }> }> {
+    const form = new FormData()
+    form.append('kind', 'user')
+    form.append('file', new Blob([bytes]), name)
+    const response = await fetch(`${this.url}/v1/upload`, { method: 'POST', headers: { 'x-api-key': this.apiKey }, body: form })
+    if (response.status !== 200) throw new Error(`upload answered ${response.status}`)
+    return await response.json() as { storage_session_id: string, files: Array<{ fileId: string }> }
+  }
+
+  async download (sessionId: string, fileId: string): Promise<number> {
+    const response = await this.pool.request({ method: 'GET', path: `/v1/download/${sessionId}/${fileId}`, headers: { 'x-api-key': this.apiKey } })
+    const bytes = Buffer.from(await response.body.arrayBuffer())
+    if (response.statusCode !== 200) throw new Error(`download answered ${response.statusCode}`)
+    return bytes.length
+  }
+
+  async health (): Promise<Health> {
+    const response = await this.pool.request({ method: 'GET', path: '/v1/health' })
+    return await response.body.json() as Health
+  }
+
+  async close (): Promise<void> { await this.pool.close() }
+}
+
+export interface ExecReply {
+  session_id: string
+  stdout: string
+  stderr: string
+  status: string
+  files: Array<{ id: string, name: string, storage_session_id: string }>
+}
+
+export interface Health { pool: { acquired_warm: number, acquired_cold: number, spawned: number } }
+
+/**
+ * One iteration of a scenario; returns the latency of each execution it made (ms). A conversation makes
+ * several executions per iteration, the file scenario one execution plus a download.
+ */
+export interface Scenario {
+  name: string
+  description: string
+  prepare?: (client: Client) => Promise<void>
+  iteration: (client: Client) => Promise<number[]>
+}
+
+function check (condition: boolean, message: string): void {
+  if (!condition) throw new Error(message)
+}
+
+async function timed (run: () => Promise<void>): Promise<number> {
+  const start = performance.now()
+  await run()
+  return performance.now() - start
+}
+
+const PLOT_CODE = `import pandas as pd, numpy as np, matplotlib.pyplot as plt
+df = pd.DataFrame({'x': np.arange(1000), 'y': np.random.default_rng(0).normal(size=1000).cumsum()})
+df['rolling'] = df['y'].rolling(20).mean()
+ax = df.plot(x='x', y=['y', 'rolling'], figsize=(6, 4))
+plt.savefig('/mnt/data/plot.png', dpi=100)
+plt.close('all')
+print(len(df))
+`
+
+const FILE_CODE = `import hashlib
+data = open('/mnt/data/input.bin', 'rb').read()
+open('/mnt/data/output.bin', 'wb').write(data[::-1])
+print(hashlib.sha256(data).hexdigest()[:16], len(data))
+`
+
+const NOTE_CODE = `import os
+path = '/mnt/data/notes.txt'
+lines = open(path).read().splitlines() if os.path.exists(path) else []
+lines.append(f'step {len(lines) + 1}')
+open(path, 'w').write('\\n'.join(lines) + '\\n')
+print(len(lines))
+`
+
+export function scenarios (): Scenario[] {
+  let input: { sessionId: string, fileId: string } | null = null
+  return [
+    {
+      name: 'py-print',
+      description: 'Python print(1)',
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'py', code: 'print(1)' })
+        check(reply.stdout === '1\n', `unexpected stdout ${JSON.stringify(reply.stdout)}`)
+      })],
+    },
+    {
+      name: 'bash-echo',
+      description: 'Bash echo hi',
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'bash', code: 'echo hi' })
+        check(reply.stdout === 'hi\n', `unexpected stdout ${JSON.stringify(reply.stdout)}`)
+      })],
+    },
+    {
+      name: 'pandas-plot',
+      description: 'pandas DataFrame of 1 000 rows, matplotlib plot, PNG saved to /mnt/data',
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'py', code: PLOT_CODE })
+        check(reply.stdout === '1000\n' && reply.files.length === 1, `plot failed: ${reply.stderr.slice(0, 300)}`)
+      })],
+    },
+    {
+      name: 'file-1mib',
+      description: '1 MiB input in files[], processed, output downloaded',
+      prepare: async (client) => {
+        const uploaded = await client.upload('input.bin', randomBytes(1024 * 1024))
+        input = { sessionId: uploaded.storage_session_id, fileId: uploaded.files[0]?.fileId ?? '' }
+      },
+      iteration: async (client) => [await timed(async () => {
+        const ref = input as { sessionId: string, fileId: string }
+        const reply = await client.exec({
+          lang: 'py',
+          code: FILE_CODE,
+          files: [{ id: ref.fileId, storage_session_id: ref.sessionId, name: 'input.bin' }],
+        })
+        const output = reply.files.find((file) => file.name === 'output.bin')
+        check(output !== undefined, `no output: ${reply.stderr.slice(0, 300)}`)
+        const size = await client.download(output!.storage_session_id, output!.id)
+        check(size === 1024 * 1024, `downloaded ${size} bytes`)
+      })],
+    },
+    {
+      name: 'conversation-10',
+      description: '10 executions of one conversation, each passing its file to the next',
+      iteration: async (client) => {
+        const latencies: number[] = []
+        let files: Array<{ id: string, storage_session_id: string, name: string }> = []
+        for (let step = 1; step <= 10; step++) {
+          latencies.push(await timed(async () => {
+            const reply = await client.exec({ lang: 'py', code: NOTE_CODE, files })
+            check(reply.stdout === `${step}\n`, `step ${step}: ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
+            files = reply.files.map((file) => ({ id: file.id, storage_session_id: file.storage_session_id, name: file.name }))
+          }))
+        }
+        return latencies
+      },
+    },
+  ]
+}
