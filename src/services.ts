@@ -82,6 +82,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
           spawned: stats.spawned,
           acquired_warm: stats.acquiredWarm,
           acquired_cold: stats.acquiredCold,
+          jails_started: stats.jailsStarted,
         },
         warnings,
       }

@@ -15,6 +15,10 @@ export const HealthReportSchema = z.object({
     waiting: z.number(),
     zygotes_alive: z.number(),
     zygotes: z.number(),
+    spawned: z.number().describe('workers forked since start'),
+    acquired_warm: z.number().describe('executions that found a warm worker'),
+    acquired_cold: z.number().describe('executions that had to wait for a worker to be forked'),
+    jails_started: z.number().describe('jails (zygotes) started since the server started, restarts included'),
   }),
   warnings: z.array(z.string()),
 })

@@ -47,6 +47,7 @@ export class ColdWorkers {
       spawned: this.spawned,
       acquiredWarm: 0,
       acquiredCold: this.spawned,
+      jailsStarted: this.spawned,
     }
   }
 

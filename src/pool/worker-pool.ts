@@ -25,6 +25,8 @@ export interface PoolStats {
   spawned: number
   acquiredWarm: number
   acquiredCold: number
+  /** jails (zygotes) started since the server started, restarts included */
+  jailsStarted: number
 }
 
 /** What the server needs from a source of workers: the warm pool, or the cold baseline (cold-workers.ts). */
@@ -54,8 +56,10 @@ export class WorkerPool implements WorkerProvider {
   private spawned = 0
   private acquiredWarm = 0
   private acquiredCold = 0
+  private jailsStarted: number
 
   private constructor (private readonly options: WorkerPoolOptions, zygotes: Zygote[]) {
+    this.jailsStarted = zygotes.length
     this.zygotes = zygotes
     zygotes.forEach((zygote, index) => this.supervise(zygote, index))
     this.pool = genericPool.createPool<Worker>({
@@ -113,6 +117,7 @@ export class WorkerPool implements WorkerProvider {
       spawned: this.spawned,
       acquiredWarm: this.acquiredWarm,
       acquiredCold: this.acquiredCold,
+      jailsStarted: this.jailsStarted,
     }
   }
 
@@ -143,6 +148,7 @@ export class WorkerPool implements WorkerProvider {
       await new Promise((resolve) => setTimeout(resolve, delayMs).unref())
       if (this.closing) return
       try {
+        this.jailsStarted++
         const next = await this.options.startZygote(index)
         if (this.closing) { await next.close(); return }
         this.zygotes[index] = next
