@@ -83,6 +83,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
           acquired_warm: stats.acquiredWarm,
           acquired_cold: stats.acquiredCold,
           jails_started: stats.jailsStarted,
+          slots: stats.slots,
         },
         warnings,
       }

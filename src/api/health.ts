@@ -19,6 +19,7 @@ export const HealthReportSchema = z.object({
     acquired_warm: z.number().describe('executions that found a warm worker'),
     acquired_cold: z.number().describe('executions that had to wait for a worker to be forked'),
     jails_started: z.number().describe('jails (zygotes) started since the server started, restarts included'),
+    slots: z.record(z.string(), z.number()).describe('worker slots by state'),
   }),
   warnings: z.array(z.string()),
 })

@@ -48,6 +48,7 @@ export class ColdWorkers {
       acquiredWarm: 0,
       acquiredCold: this.spawned,
       jailsStarted: this.spawned,
+      slots: {},
     }
   }
 

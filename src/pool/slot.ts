@@ -34,6 +34,8 @@ export interface SlotOwner {
   killSlot (slot: Slot, reason: string): void
   readSlotCounters (slot: Slot): Promise<CgroupCounters | null>
   cleanSlot (slot: Slot): Promise<void>
+  /** the slot can take a new worker */
+  slotFreed (slot: Slot): void
 }
 
 /**
@@ -166,7 +168,7 @@ export class Slot {
   abandon (cleanup: Promise<void>): void {
     this.readyWaiter = null
     this.state = 'cleaning'
-    cleanup.then(() => { this.state = 'free' }, () => { this.state = 'dead' })
+    cleanup.then(() => this.setFree(), () => { this.state = 'dead' })
   }
 
   /** The zygote refused or failed to fork this slot's worker. */
@@ -211,12 +213,17 @@ export class Slot {
     }
   }
 
+  private setFree (): void {
+    this.state = 'free'
+    this.owner.slotFreed(this)
+  }
+
   private maybeClean (): void {
     if (this.state !== 'draining' || !this.exited || this.leased) return
     if (!this.decoder.isFenced || !this.outWatch.isFenced || !this.errWatch.isFenced) return
     this.state = 'cleaning'
     this.owner.cleanSlot(this).then(
-      () => { if (this.state === 'cleaning') this.state = 'free' },
+      () => { if (this.state === 'cleaning') this.setFree() },
       () => { this.state = 'dead' }
     )
   }

@@ -27,6 +27,8 @@ export interface PoolStats {
   acquiredCold: number
   /** jails (zygotes) started since the server started, restarts included */
   jailsStarted: number
+  /** worker slots of all zygotes by state (free, spawning, ready, running, draining, cleaning, dead) */
+  slots: Record<string, number>
 }
 
 /** What the server needs from a source of workers: the warm pool, or the cold baseline (cold-workers.ts). */
@@ -43,6 +45,8 @@ export class PoolUnavailableError extends Error {
 }
 
 const RESTART_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000]
+const SPAWN_RETRY_DELAY_MS = 250
+const SLOT_WAIT_MS = 10_000
 
 /**
  * A generic-pool of single-use warm workers over a few zygotes. A worker is destroyed after its one
@@ -118,7 +122,16 @@ export class WorkerPool implements WorkerProvider {
       acquiredWarm: this.acquiredWarm,
       acquiredCold: this.acquiredCold,
       jailsStarted: this.jailsStarted,
+      slots: this.slotStates(),
     }
+  }
+
+  private slotStates (): Record<string, number> {
+    const total: Record<string, number> = {}
+    for (const zygote of this.zygotes) {
+      for (const [state, count] of Object.entries(zygote?.slotStates() ?? {})) total[state] = (total[state] ?? 0) + count
+    }
+    return total
   }
 
   async close (): Promise<void> {
@@ -129,14 +142,39 @@ export class WorkerPool implements WorkerProvider {
   }
 
   private async spawnWorker (): Promise<Worker> {
-    const candidates = this.zygotes
-      .filter((zygote): zygote is Zygote => zygote?.isAlive === true && zygote.freeSlots > 0)
-      .sort((a, b) => b.freeSlots - a.freeSlots)
-    const zygote = candidates[0]
-    if (zygote === undefined) throw new Error('no zygote has a free slot')
-    const worker = await zygote.spawnWorker()
-    this.spawned++
-    return worker
+    try {
+      const zygote = await this.zygoteWithFreeSlot()
+      const worker = await zygote.spawnWorker()
+      this.spawned++
+      return worker
+    } catch (error) {
+      // generic-pool retries a failed create at once; without a pause a persistent failure would spin
+      // in microtasks and starve the very event loop that could repair it
+      await new Promise((resolve) => setTimeout(resolve, SPAWN_RETRY_DELAY_MS))
+      throw error
+    }
+  }
+
+  /**
+   * A zygote that can fork now. Slots of finished workers become free a few ms after the run (once
+   * the worker's pid namespace is gone); when none is free yet, wait for one rather than fail.
+   */
+  private async zygoteWithFreeSlot (): Promise<Zygote> {
+    const deadline = Date.now() + SLOT_WAIT_MS
+    for (;;) {
+      const alive = this.zygotes.filter((zygote): zygote is Zygote => zygote?.isAlive === true)
+      if (alive.length === 0) throw new Error('no zygote is running')
+      const best = alive.filter((zygote) => zygote.freeSlots > 0).sort((a, b) => b.freeSlots - a.freeSlots)[0]
+      if (best !== undefined) return best
+      const remainingMs = deadline - Date.now()
+      if (remainingMs <= 0) throw new Error('no worker slot became free in time')
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        Promise.any(alive.map((zygote) => zygote.waitForFreeSlot())),
+        new Promise((resolve) => { timer = setTimeout(resolve, remainingMs) }),
+      ]).catch(() => {})
+      clearTimeout(timer)
+    }
   }
 
   private supervise (zygote: Zygote, index: number, attempt = 0): void {

@@ -4,7 +4,7 @@ import type { Duplex, Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Cgroups, CgroupCounters, CgroupLimits } from '../jail/cgroup.ts'
 import { JAIL_PATHS, SLOT_INSIDE_UID_BASE, type JailDriver } from '../jail/jail-spec.ts'
-import { Slot, type ExitStatus, type SlotOwner } from './slot.ts'
+import { Slot, type ExitStatus, type SlotOwner, type SlotState } from './slot.ts'
 import { Worker } from './worker.ts'
 
 /** What a zygote needs to know at start; the same for every zygote of a pool. */
@@ -42,6 +42,7 @@ export class Zygote implements SlotOwner {
   private readonly slots: Slot[] = []
   private readonly control: Duplex
   private readonly spawnWaiters = new Map<number, { resolve: () => void, reject: (error: Error) => void }>()
+  private readonly slotWaiters: Array<{ resolve: () => void, reject: (error: Error) => void }> = []
   private controlBuffer = ''
   private exitReason: string | null = null
   readonly exited: Promise<void>
@@ -107,7 +108,24 @@ export class Zygote implements SlotOwner {
   get isAlive (): boolean { return this.exitReason === null }
   get pid (): number | undefined { return this.child.pid }
   get freeSlots (): number { return this.slots.filter((slot) => slot.state === 'free').length }
-  get busySlots (): number { return this.slots.filter((slot) => slot.state === 'running').length }
+
+  /** How many slots are in each state, for /health. */
+  slotStates (): Partial<Record<SlotState, number>> {
+    const states: Partial<Record<SlotState, number>> = {}
+    for (const slot of this.slots) states[slot.state] = (states[slot.state] ?? 0) + 1
+    return states
+  }
+
+  /** Resolves when a slot becomes free (or at once if one is); rejects when the zygote is gone. */
+  waitForFreeSlot (): Promise<void> {
+    if (this.exitReason !== null) return Promise.reject(new Error(this.exitReason))
+    if (this.freeSlots > 0) return Promise.resolve()
+    return new Promise((resolve, reject) => this.slotWaiters.push({ resolve, reject }))
+  }
+
+  slotFreed (): void {
+    for (const waiter of this.slotWaiters.splice(0)) waiter.resolve()
+  }
 
   /** Fork a worker into a free slot and wait until it is isolated and ready. */
   async spawnWorker (): Promise<Worker> {
@@ -237,6 +255,7 @@ export class Zygote implements SlotOwner {
     for (const waiter of this.spawnWaiters.values()) waiter.reject(new Error(reason))
     this.spawnWaiters.clear()
     for (const slot of this.slots) slot.onLost(reason)
+    for (const waiter of this.slotWaiters.splice(0)) waiter.reject(new Error(reason))
   }
 }
 

@@ -40,6 +40,29 @@ for (const driver of availableDrivers()) {
       assert.equal(after.spawned - before.spawned, executions, 'each execution was replaced by exactly one new worker')
     })
 
+    // the spin this once ended in (a failed spawn retried at once) is pinned down by test/unit/pool/worker-pool.test.ts
+    test('many more concurrent executions than workers all complete, and every slot is free after', async (t) => {
+      const server = await startServer(t, { driver, env: { POOL_MIN: '1', POOL_MAX: '2' } })
+      let next = 0
+      const failures: string[] = []
+      await Promise.all(Array.from({ length: 6 }, async () => {
+        while (next < 150) {
+          const i = next++
+          const { status, body } = await exec(server, { lang: 'bash', code: `echo ${i}` })
+          if (status !== 200 || body.stdout !== `${i}\n`) failures.push(`${i}: ${status} ${JSON.stringify(body).slice(0, 200)}`)
+        }
+      }))
+      assert.deepEqual(failures, [])
+      const deadline = Date.now() + 10_000
+      let state = await pool(server) as PoolHealth & { slots: Record<string, number> }
+      while ((state.slots.draining ?? 0) + (state.slots.cleaning ?? 0) > 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        state = await pool(server) as PoolHealth & { slots: Record<string, number> }
+      }
+      assert.equal(state.slots.dead ?? 0, 0, 'no slot was retired')
+      assert.equal((state.slots.draining ?? 0) + (state.slots.cleaning ?? 0), 0, `all slots settled: ${JSON.stringify(state.slots)}`)
+    })
+
     test('a worker serves one execution only: two executions never share a process or /tmp', async (t) => {
       const server = await startServer(t, { driver, env: { POOL_MIN: '2', POOL_MAX: '2' } })
       const code = 'import os, uuid\nopen("/tmp/mark", "a").write(str(uuid.uuid4()))\nprint(os.getpid(), len(open("/tmp/mark").read()))'
