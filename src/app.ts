@@ -16,6 +16,8 @@ export interface AppServices {
   store: FileStore
   workers: WorkerSource
   health: () => HealthReport
+  /** false until the startup self-test passed: only /health answers before */
+  isReady: () => boolean
   log: Logger
 }
 
@@ -23,11 +25,14 @@ export interface AppServices {
 const PREFIXES = ['', '/v1']
 const PUBLIC_PATHS = new Set(['/health', '/v1/health'])
 const PROFILE = 'default'
+const REQUEST_TIMEOUT_MS = 300_000
 
 export async function buildApp (config: Config, services: AppServices) {
   const app = Fastify({
     loggerInstance: services.log,
     bodyLimit: config.maxBodyBytes,
+    // a client has this long to send a whole request (a 150 MiB upload included): slow bodies end
+    requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,
   })
   app.setValidatorCompiler(validatorCompiler)
@@ -56,6 +61,9 @@ export async function buildApp (config: Config, services: AppServices) {
   }
   app.addHook('onRequest', async (request) => {
     checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
+    if (!services.isReady() && !PUBLIC_PATHS.has(routePath(request))) {
+      throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
+    }
   })
 
   const exec = { store: services.store, workers: services.workers, limits: config.limits }

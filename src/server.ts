@@ -10,7 +10,7 @@ async function main (): Promise<void> {
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization'], censor: '[redacted]' },
   })
   const services = await startServices(config, log)
-  const app = await buildApp(config, { store: services.store, workers: services.pool, health: services.health, log })
+  const app = await buildApp(config, { store: services.store, workers: services.pool, health: services.health, isReady: services.isReady, log })
 
   let closing = false
   const shutdown = async (signal: string) => {
@@ -27,7 +27,15 @@ async function main (): Promise<void> {
 
   await services.pool.ready()
   const address = await app.listen({ host: config.host, port: config.port })
-  log.info({ address, jail: services.driver.name }, 'Warden is ready')
+  const selfTest = await services.selfTest(Number(new URL(address).port))
+  if (!selfTest.passed) {
+    const failed = selfTest.checks.filter((check) => !check.ok).map((check) => `${check.name}: ${check.detail}`)
+    log.fatal({ checks: selfTest.checks }, 'self-test failed')
+    await app.close()
+    await services.close()
+    throw new StartupError(`the self-test failed in a real jail (${services.driver.name}), so no code will run here:\n  ${failed.join('\n  ')}`)
+  }
+  log.info({ address, jail: services.driver.name, selfTestMs: selfTest.durationMs }, 'Warden is ready')
 }
 
 main().catch((error: unknown) => {

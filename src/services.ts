@@ -2,6 +2,7 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import type { HealthReport } from './api/health.ts'
 import type { Config } from './config.ts'
+import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
 import { detectCgroups, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
@@ -22,6 +23,9 @@ export interface Services {
   driver: JailDriver
   cgroups: Cgroups | null
   health: () => HealthReport
+  /** run the startup canaries once the server listens on `serverPort`; the verdict shows on /health */
+  selfTest: (serverPort: number) => Promise<SelfTestReport>
+  isReady: () => boolean
   close: () => Promise<void>
 }
 
@@ -38,10 +42,13 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const cgroups = detection.ok ? detection.cgroups : null
   if (detection.ok) {
     warnings.push(...detection.warnings)
-  } else {
-    const message = `cgroups unavailable, executions run without memory, pids and CPU limits: ${detection.reason}`
-    if (config.jail.strict) throw new StartupError(`${message} (refused because STRICT=true)`)
+  } else if (config.jail.cgroups === 'off') {
+    // the operator chose to run without limits: say so everywhere, refuse only under STRICT
+    const message = 'cgroups are off (CGROUPS=off): executions run without memory, pids and CPU limits'
+    if (config.jail.strict) throw new StartupError(`${message}; refused because STRICT=true`)
     warnings.push(message)
+  } else {
+    throw new StartupError(`cgroups are unavailable, so executions could not be limited: ${detection.reason}`)
   }
   for (const warning of warnings) log.warn(warning)
   const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
@@ -56,6 +63,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     await cgroups?.close()
     throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
   }
+  let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
   return {
@@ -63,9 +71,18 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     pool,
     driver,
     cgroups,
+    isReady: () => selfTest?.passed === true,
+    selfTest: async (serverPort) => {
+      selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort })
+      return selfTest
+    },
     health: () => {
       const stats = pool.stats()
-      const status = stats.zygotesAlive === 0 ? 'unavailable' : warnings.length > 0 || stats.zygotesAlive < stats.zygotes ? 'degraded' : 'ok'
+      const status = selfTest === null
+        ? 'starting'
+        : !selfTest.passed || stats.zygotesAlive === 0
+            ? 'unavailable'
+            : warnings.length > 0 || stats.zygotesAlive < stats.zygotes ? 'degraded' : 'ok'
       return {
         status,
         version: VERSION,
@@ -85,6 +102,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
           jails_started: stats.jailsStarted,
           slots: stats.slots,
         },
+        self_test: selfTest,
         warnings,
       }
     },

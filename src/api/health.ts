@@ -21,6 +21,11 @@ export const HealthReportSchema = z.object({
     jails_started: z.number().describe('jails (zygotes) started since the server started, restarts included'),
     slots: z.record(z.string(), z.number()).describe('worker slots by state'),
   }),
+  self_test: z.object({
+    passed: z.boolean(),
+    durationMs: z.number(),
+    checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
+  }).nullable().describe('the startup canaries run in real jails; null while they run'),
   warnings: z.array(z.string()),
 })
 export type HealthReport = z.infer<typeof HealthReportSchema>

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import path from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { promisify } from 'node:util'
 import { JAIL_PATHS, idMapLines, type JailDriver, type JailLaunch, type JailSpec } from './jail-spec.ts'
@@ -49,7 +50,8 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
     '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin',
     '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
     ...ETC_BINDS.flatMap((path) => ['--ro-bind-try', path, path]),
-    ...SYNTHETIC_ETC.flatMap((name) => ['--ro-bind', `${spec.etcDir}/${name}`, `/etc/${name}`]),
+    // copied in through fds rather than bound from the run dir: no host path shows in the jail's mountinfo
+    ...SYNTHETIC_ETC.flatMap((name, index) => ['--perms', '0644', '--ro-bind-data', String(blockFd + 1 + index), `/etc/${name}`]),
     // procfs of the jail's pid namespace; bwrap adds no over-mounts when unprivileged, which a
     // worker needs to mount its own procfs on top
     '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm',
@@ -62,10 +64,13 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
   ]
   return {
     argv,
-    driverFdCount: 2,
+    driverFdCount: 2 + SYNTHETIC_ETC.length,
     afterSpawn: async (child, firstDriverFd) => {
       const info = child.stdio[firstDriverFd] as Readable
       const block = child.stdio[firstDriverFd + 1] as Writable
+      for (const [index, name] of SYNTHETIC_ETC.entries()) {
+        (child.stdio[firstDriverFd + 2 + index] as Writable).end(await readFile(path.join(spec.etcDir, name)))
+      }
       const pid = await readChildPid(info)
       const maps = idMapLines(spec)
       await writeFile(`/proc/${pid}/uid_map`, maps)

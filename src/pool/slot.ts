@@ -25,6 +25,11 @@ export interface SlotChannel {
   resume (): void
   kill (reason: string): void
   readCounters (): Promise<CgroupCounters | null>
+  /**
+   * Processes left in the slot's cgroup once the worker's pid namespace is gone (null without
+   * cgroups). Waits for that first; the slot is not cleaned while leased, so nothing is killed yet.
+   */
+  survivors (): Promise<number | null>
   release (): void
 }
 
@@ -33,6 +38,7 @@ export type SlotState = 'free' | 'spawning' | 'ready' | 'running' | 'draining' |
 export interface SlotOwner {
   killSlot (slot: Slot, reason: string): void
   readSlotCounters (slot: Slot): Promise<CgroupCounters | null>
+  countSlotProcesses (slot: Slot): Promise<number | null>
   cleanSlot (slot: Slot): Promise<void>
   /** the slot can take a new worker */
   slotFreed (slot: Slot): void
@@ -53,6 +59,7 @@ class SlotLease implements SlotChannel {
   resume (): void { if (this.valid) this.slot.resume() }
   kill (reason: string): void { if (this.valid) this.slot.kill(reason) }
   readCounters (): Promise<CgroupCounters | null> { return this.valid ? this.slot.readCounters() : Promise.resolve(null) }
+  survivors (): Promise<number | null> { return this.valid ? this.slot.survivors() : Promise.resolve(null) }
   release (): void {
     if (!this.valid) return
     this.released = true
@@ -76,6 +83,8 @@ export class Slot {
   private handlers: SlotHandlers | null = null
   private readonly early: Frame[] = []
   private exited = false
+  private markExited: () => void = () => {}
+  private exitedPromise: Promise<void> = Promise.resolve()
   private drainedReported = false
   private leased = false
   private readyWaiter: { resolve: () => void, reject: (error: Error) => void } | null = null
@@ -106,6 +115,7 @@ export class Slot {
     this.handlers = null
     this.early.length = 0
     this.exited = false
+    this.exitedPromise = new Promise((resolve) => { this.markExited = resolve })
     this.drainedReported = false
     this.leased = false
     return new Promise((resolve, reject) => { this.readyWaiter = { resolve, reject } })
@@ -142,6 +152,11 @@ export class Slot {
   kill (reason: string): void { if (!this.exited) this.owner.killSlot(this, reason) }
   readCounters (): Promise<CgroupCounters | null> { return this.owner.readSlotCounters(this) }
 
+  async survivors (): Promise<number | null> {
+    await this.exitedPromise
+    return await this.owner.countSlotProcesses(this)
+  }
+
   release (): void {
     this.leased = false
     if (this.state === 'spawning' || this.state === 'ready' || this.state === 'running') this.state = 'draining'
@@ -154,6 +169,7 @@ export class Slot {
   /** The zygote reaped this slot's worker and wrote `fence` on its three sockets. */
   onExited (status: ExitStatus, fence: Buffer): void {
     this.exited = true
+    this.markExited()
     this.onFrames(this.decoder.setFence(fence))
     this.outWatch.expectFence(fence, true)
     this.errWatch.expectFence(fence, true)
@@ -180,6 +196,7 @@ export class Slot {
   onLost (reason: string): void {
     this.state = 'dead'
     this.exited = true
+    this.markExited()
     this.readyWaiter?.reject(new Error(reason))
     this.readyWaiter = null
     this.handlers?.lost(reason)

@@ -79,6 +79,11 @@ export class Worker {
     return await new WorkerRunner(this.channel, job).run()
   }
 
+  /** After run(): processes the job left behind once its worker is gone (0 is the only good answer). */
+  async survivors (): Promise<number | null> {
+    return await this.channel.survivors()
+  }
+
   /** Kill whatever still runs and let the slot clean itself up in the background. */
   dispose (): void {
     this.channel.release()

@@ -170,6 +170,10 @@ export class Zygote implements SlotOwner {
     return this.options.cgroups === null ? null : await this.options.cgroups.readCounters(this.name, slot.name)
   }
 
+  async countSlotProcesses (slot: Slot): Promise<number | null> {
+    return this.options.cgroups === null ? null : (await this.options.cgroups.listProcesses(this.name, slot.name)).length
+  }
+
   /** Between two workers: nothing of the last one may remain in the slot's cgroup. */
   async cleanSlot (slot: Slot): Promise<void> {
     if (slot.cgroup === null || this.options.cgroups === null) return

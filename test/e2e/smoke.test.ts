@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { availableDrivers, exec, startServer } from '../helpers/server.ts'
+import { api, availableDrivers, exec, startServer } from '../helpers/server.ts'
 
 for (const driver of availableDrivers()) {
   describe(`smoke on ${driver}`, () => {
@@ -11,6 +11,21 @@ for (const driver of availableDrivers()) {
       assert.equal(body.stdout, '1\n')
       assert.equal(body.status, 'ok')
       assert.match(body.session_id, /^[A-Za-z0-9_-]{21}$/)
+    })
+
+    test('the startup self-test ran every canary in a real jail and /health shows it passed', async (t) => {
+      const server = await startServer(t, { driver })
+      const health = await (await api(server, '/health')).json() as {
+        status: string, jail: { driver: string }, self_test: { passed: boolean, checks: Array<{ name: string, ok: boolean }> }
+      }
+      assert.equal(health.status, 'ok')
+      assert.equal(health.jail.driver, driver)
+      assert.equal(health.self_test.passed, true)
+      assert.deepEqual(health.self_test.checks.map((check) => [check.name, check.ok]), [
+        ['runs as uid 65534 inside', true], ['no capabilities', true], ['no_new_privs set', true],
+        ['seccomp filter active', true], ['read-only system', true], ['no network', true], ['own pid namespace', true],
+        ['memory limit enforced', true], ['pids limit enforced', true], ['no process outlives its execution', true],
+      ])
     })
   })
 }
