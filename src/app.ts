@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import multipart from '@fastify/multipart'
+import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify'
 import { hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
@@ -6,11 +8,19 @@ import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes, type HealthReport } from './api/health.ts'
 import { uploadRoutes } from './api/upload.ts'
-import { createApiKeyCheck } from './auth/api-key.ts'
+import { createAuthenticator, type Principal } from './auth/authenticate.ts'
 import type { Config } from './config.ts'
 import { ApiError, errors, isApiError } from './errors.ts'
+import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
 import type { FileStore } from './storage/file-store.ts'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** set by the authentication hook on every route but /health */
+    principal: Principal | null
+  }
+}
 
 export interface AppServices {
   store: FileStore
@@ -18,6 +28,8 @@ export interface AppServices {
   health: () => HealthReport
   /** false until the startup self-test passed: only /health answers before */
   isReady: () => boolean
+  /** true once a shutdown began: new requests are refused while running ones finish */
+  isDraining: () => boolean
   log: Logger
 }
 
@@ -50,23 +62,36 @@ export async function buildApp (config: Config, services: AppServices) {
   app.addHook('onRequest', async (_request, reply) => {
     reply.header('x-codeapi-execution-profile', PROFILE)
   })
-  if (config.auth.mode === 'api-key') {
-    const isValidKey = createApiKeyCheck(config.auth.apiKeys)
-    app.addHook('onRequest', async (request) => {
-      if (PUBLIC_PATHS.has(routePath(request))) return
-      if (!isValidKey(request.headers['x-api-key'])) {
-        throw errors.unauthorized('A valid API key is required in the X-API-Key header.')
-      }
-    })
-  }
+  const authenticate = await createAuthenticator(config.auth)
+  app.decorateRequest('principal', null)
+  app.addHook('onRequest', async (request) => {
+    if (PUBLIC_PATHS.has(routePath(request))) return
+    request.principal = await authenticate(request.headers)
+  })
   app.addHook('onRequest', async (request) => {
     checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
-    if (!services.isReady() && !PUBLIC_PATHS.has(routePath(request))) {
-      throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
-    }
+    if (PUBLIC_PATHS.has(routePath(request))) return
+    if (services.isDraining()) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
+    if (!services.isReady()) throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
   })
+  if (config.admission.rateLimitPerMinute > 0) {
+    await app.register(rateLimit, {
+      max: config.admission.rateLimitPerMinute,
+      timeWindow: 60_000,
+      allowList: (request) => PUBLIC_PATHS.has(routePath(request)),
+      keyGenerator: (request) => rateLimitKey(request),
+      errorResponseBuilder: (_request, context) => errors.rateLimited(
+        `More than ${context.max} requests in a minute. Retry after ${Math.ceil(context.ttl / 1000)} s.`,
+        { retry_after_seconds: Math.ceil(context.ttl / 1000) }),
+    })
+  }
 
-  const exec = { store: services.store, workers: services.workers, limits: config.limits }
+  const exec = {
+    store: services.store,
+    workers: services.workers,
+    limits: config.limits,
+    admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
+  }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
     await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes })
@@ -75,6 +100,17 @@ export async function buildApp (config: Config, services: AppServices) {
   }
 
   return app
+}
+
+/** Per user where the request names one (JWT, User-Id), else per API key, else per client address. */
+function rateLimitKey (request: FastifyRequest): string {
+  const identity = request.principal?.identity
+  if (identity != null) return `user:${identity.tenant}:${identity.user ?? ''}`
+  const user = request.headers['user-id']
+  if (typeof user === 'string' && user !== '') return `user:legacy:${user}`
+  const key = request.headers['x-api-key']
+  if (typeof key === 'string') return `key:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`
+  return `ip:${request.ip}`
 }
 
 function routePath (request: FastifyRequest): string {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { z } from 'zod'
@@ -14,6 +15,9 @@ const duration = z
     return Math.round(value * unitMs)
   })
   .refine((ms) => ms > 0, 'must be longer than 0')
+
+export const AUTH_METHODS = ['api-key', 'jwt', 'none'] as const
+export type AuthMethod = (typeof AUTH_METHODS)[number]
 
 /** warm workers kept ready unless POOL_MIN says otherwise (never more than POOL_MAX) */
 const DEFAULT_POOL_MIN = 4
@@ -41,8 +45,25 @@ export const EnvSchema = z.object({
   RUN_DIR: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
-  AUTH: z.enum(['api-key', 'none']).optional(),
+  AUTH: z.string().optional().transform((list, ctx) => {
+    if (list === undefined) return undefined
+    const methods = list.split(',').map((method) => method.trim()).filter(Boolean)
+    const unknown = methods.filter((method) => !AUTH_METHODS.includes(method as AuthMethod))
+    if (unknown.length > 0 || methods.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `expected a comma-separated list of ${AUTH_METHODS.join(', ')}` })
+      return z.NEVER
+    }
+    return methods as AuthMethod[]
+  }),
   CODE_API_KEY: z.string().optional(),
+  CODE_API_KEY_FILE: z.string().optional(),
+  JWT_PUBLIC_KEYS: z.string().optional(),
+  JWT_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  JWT_ISSUER: z.string().min(1).default('librechat'),
+  JWT_AUDIENCE: z.string().min(1).default('codeapi'),
+  JWT_MAX_LIFETIME_S: positiveInt(86_400).default(300),
+  JWT_CLOCK_SKEW_S: decimal({ min: 0, max: 600 }).default(30),
+  ALLOW_UNAUTHENTICATED_REMOTE: flag(false),
 
   JAIL: z.enum(['auto', 'nsjail', 'bwrap']).default('auto'),
   NSJAIL_PATH: z.string().default('nsjail'),
@@ -72,6 +93,11 @@ export const EnvSchema = z.object({
   POOL_MAX: positiveInt(256).default(8),
   ZYGOTES: positiveInt(16).default(1),
   POOL_MODE: z.enum(['warm', 'cold']).default('warm'),
+  MAX_QUEUE: decimal({ min: 0, max: 100_000 }).default(64),
+  QUEUE_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
+  MAX_CONCURRENT_PER_USER: decimal({ min: 0, max: 10_000 }).default(4),
+  RATE_LIMIT_PER_MINUTE: decimal({ min: 0, max: 1_000_000 }).default(0),
+  SHUTDOWN_TIMEOUT_MS: positiveInt(3_600_000).optional(),
 
   MAX_UPLOAD_MB: megabytes(150),
   MAX_BODY_MB: megabytes(16),
@@ -87,7 +113,7 @@ export interface Config {
   dataDir: string
   runDir: string
   logLevel: Env['LOG_LEVEL']
-  auth: { mode: 'api-key', apiKeys: string[] } | { mode: 'none' }
+  auth: AuthConfig
   jail: {
     driver: Env['JAIL']
     nsjailPath: string
@@ -100,9 +126,26 @@ export interface Config {
     strict: boolean
   }
   limits: ExecutionLimits
-  pool: { min: number, max: number, zygotes: number, mode: Env['POOL_MODE'] }
+  pool: { min: number, max: number, zygotes: number, mode: Env['POOL_MODE'], maxQueue: number, queueTimeoutMs: number }
+  admission: { maxConcurrentPerUser: number, rateLimitPerMinute: number }
+  shutdownTimeoutMs: number
   storage: { maxUploadBytes: number, fileTtlMs: number, sweepIntervalMs: number }
   maxBodyBytes: number
+}
+
+export interface AuthConfig {
+  methods: AuthMethod[]
+  apiKeys: string[]
+  /** LibreChat's per-user tokens (spec §2.2); null when JWT is not enabled */
+  jwt: {
+    /** PEM text, a PEM file, or a directory of PEM files; resolved by src/auth/librechat-jwt.ts */
+    publicKeys: string | null
+    jwksUrl: string | null
+    issuer: string
+    audience: string
+    maxLifetimeS: number
+    clockSkewS: number
+  } | null
 }
 
 /** What every execution gets unless a request asks for less time. */
@@ -169,19 +212,62 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
       maxOutputFileBytes: e.MAX_OUTPUT_FILE_MB,
       maxOutputTotalBytes: e.MAX_OUTPUT_TOTAL_MB,
     },
-    pool: { min: poolMin, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE },
+    pool: { min: poolMin, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE, maxQueue: e.MAX_QUEUE, queueTimeoutMs: e.QUEUE_TIMEOUT_MS },
+    admission: { maxConcurrentPerUser: e.MAX_CONCURRENT_PER_USER, rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE },
+    // long enough for a running execution to finish by default
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS ?? e.EXEC_TIMEOUT_MS + 10_000,
     storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
     maxBodyBytes: e.MAX_BODY_MB,
   })
 }
 
-function resolveAuth (e: Env): Config['auth'] {
-  const apiKeys = (e.CODE_API_KEY ?? '').split(',').map((key) => key.trim()).filter(Boolean)
-  const mode = e.AUTH ?? (apiKeys.length > 0 ? 'api-key' : undefined)
-  if (mode === 'none') return { mode: 'none' }
-  if (apiKeys.length === 0) {
-    throw new ConfigError(
-      'invalid configuration:\n  CODE_API_KEY: no API key is set; set CODE_API_KEY, or AUTH=none to serve without authentication')
+function resolveAuth (e: Env): AuthConfig {
+  const apiKeys = [...splitKeys(e.CODE_API_KEY ?? ''), ...(e.CODE_API_KEY_FILE === undefined ? [] : readKeyFile(e.CODE_API_KEY_FILE))]
+  const hasJwt = e.JWT_PUBLIC_KEYS !== undefined || e.JWT_JWKS_URL !== undefined
+  const methods = e.AUTH ?? [...(apiKeys.length > 0 ? ['api-key' as const] : []), ...(hasJwt ? ['jwt' as const] : [])]
+  if (methods.length === 0) {
+    throw new ConfigError('invalid configuration:\n  CODE_API_KEY: no API key is set; set CODE_API_KEY (or JWT_PUBLIC_KEYS for ' +
+      'LibreChat\'s JWTs), or AUTH=none to serve without authentication')
   }
-  return { mode: 'api-key', apiKeys }
+  if (methods.includes('api-key') && apiKeys.length === 0) {
+    throw new ConfigError('invalid configuration:\n  CODE_API_KEY: AUTH includes api-key but no key is set; set CODE_API_KEY ' +
+      '(or CODE_API_KEY_FILE), or AUTH=none to serve without authentication')
+  }
+  if (methods.includes('jwt') && !hasJwt) {
+    throw new ConfigError('invalid configuration:\n  JWT_PUBLIC_KEYS: AUTH includes jwt but neither JWT_PUBLIC_KEYS nor JWT_JWKS_URL is set')
+  }
+  if (methods.includes('none') && !isLoopback(e.HOST) && !e.ALLOW_UNAUTHENTICATED_REMOTE) {
+    throw new ConfigError(`invalid configuration:\n  AUTH: none serves only on a loopback address, not HOST=${e.HOST}; ` +
+      'set ALLOW_UNAUTHENTICATED_REMOTE=true to serve anyone who can reach it')
+  }
+  return {
+    methods,
+    apiKeys,
+    jwt: methods.includes('jwt')
+      ? {
+          publicKeys: e.JWT_PUBLIC_KEYS ?? null,
+          jwksUrl: e.JWT_JWKS_URL ?? null,
+          issuer: e.JWT_ISSUER,
+          audience: e.JWT_AUDIENCE,
+          maxLifetimeS: e.JWT_MAX_LIFETIME_S,
+          clockSkewS: e.JWT_CLOCK_SKEW_S,
+        }
+      : null,
+  }
+}
+
+function splitKeys (text: string): string[] {
+  return text.split(/[,\n]/).map((key) => key.trim()).filter(Boolean)
+}
+
+function readKeyFile (file: string): string[] {
+  try {
+    return splitKeys(readFileSync(file, 'utf8'))
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  CODE_API_KEY_FILE: cannot read ${file}: ${(error as Error).message}`)
+  }
+}
+
+function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }

@@ -10,15 +10,28 @@ async function main (): Promise<void> {
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization'], censor: '[redacted]' },
   })
   const services = await startServices(config, log)
-  const app = await buildApp(config, { store: services.store, workers: services.pool, health: services.health, isReady: services.isReady, log })
+  let draining = false
+  const app = await buildApp(config, {
+    store: services.store,
+    workers: services.pool,
+    health: services.health,
+    isReady: services.isReady,
+    isDraining: () => draining,
+    log,
+  })
 
-  let closing = false
+  // SIGTERM: refuse new requests, let running executions finish (up to the deadline), then stop the
+  // jails. Stored files are already durable: nothing acknowledged is lost.
   const shutdown = async (signal: string) => {
-    if (closing) return
-    closing = true
-    log.info({ signal }, 'shutting down')
-    await app.close()
+    if (draining) return
+    draining = true
+    log.info({ signal, deadlineMs: config.shutdownTimeoutMs }, 'shutting down')
+    const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), config.shutdownTimeoutMs).unref())
+    if (await Promise.race([app.close().then(() => 'closed' as const), deadline]) === 'deadline') {
+      log.warn('executions still running at the shutdown deadline are stopped')
+    }
     await services.close()
+    log.info('stopped')
     process.exit(0)
   }
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -126,7 +126,8 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     min: config.pool.min,
     max: config.pool.max,
     zygotes: config.pool.zygotes,
-    acquireTimeoutMs: 60_000,
+    acquireTimeoutMs: config.pool.queueTimeoutMs,
+    maxQueue: config.pool.maxQueue,
     startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
     log,
   })

@@ -1,13 +1,16 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
-import { identityFromHints } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
+import type { UserConcurrency } from '../exec/admission.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
 import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages.ts'
+import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
 
-export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
+export interface ExecRouteDeps extends ExecDeps { admission: UserConcurrency }
+
+export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) => {
   app.withTypeProvider<ZodTypeProvider>().post('/exec', {
     schema: {
       summary: 'Run code in a fresh jailed worker',
@@ -20,6 +23,8 @@ export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
     if (language === null) {
       throw errors.unsupportedLanguage(`Unsupported language "${body.lang}". Warden runs: ${SUPPORTED_LANGUAGES.join(', ')}.`)
     }
+    const identity = requestIdentity(request, body.user_id)
+    const leave = deps.admission.enter(identity)
     const result = await execute({
       language,
       code: body.code,
@@ -29,9 +34,9 @@ export const execRoutes: FastifyPluginAsync<ExecDeps> = async (app, deps) => {
         sessionId: (file.storage_session_id ?? file.session_id) as string,
         name: file.name,
       })),
-      identity: identityFromHints(request.headers['user-id'], body.user_id),
+      identity,
       timeoutMs: body.timeout,
-    }, deps)
+    }, deps).finally(leave)
     request.log.info({
       sessionId: result.sessionId,
       language,

@@ -1,10 +1,12 @@
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
+import { canAccess } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { basename } from '../storage/file-names.ts'
 import { isId } from '../storage/ids.ts'
+import { requestIdentity, userFromScope } from './identity.ts'
 import { ErrorSchema, FileScopeQuery, SessionFileParamsSchema } from './schemas/common.ts'
 import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
@@ -17,6 +19,18 @@ function checkIds (sessionId: string, fileId?: string): void {
 
 function notFound (sessionId: string, fileId: string) {
   return errors.fileNotFound(`File ${sessionId}/${fileId} was not found; it may have expired.`)
+}
+
+/** The file, if it exists and the request's identity may use it; another user's file is "not found". */
+async function accessibleFile (store: FileStore, request: FastifyRequest, sessionId: string, fileId: string): Promise<StoredFile> {
+  checkIds(sessionId, fileId)
+  const file = await store.get(sessionId, fileId)
+  if (file === null || !canAccess(scopedIdentity(request), file)) throw notFound(sessionId, fileId)
+  return file
+}
+
+function scopedIdentity (request: FastifyRequest) {
+  return requestIdentity(request, userFromScope(request.query as { kind?: string, id?: string }))
 }
 
 function etag (file: StoredFile): string {
@@ -38,7 +52,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
     schema: { summary: 'Download a stored file', params: SessionFileParamsSchema, querystring: FileScopeQuery, response: { '4xx': ErrorSchema } },
   }, async (request, reply) => {
     const { session_id: sessionId, file_id: fileId } = request.params
-    checkIds(sessionId, fileId)
+    await accessibleFile(store, request, sessionId, fileId)
     const opened = await store.open(sessionId, fileId)
     if (opened === null) throw notFound(sessionId, fileId)
     return sendFile(reply, opened.file, opened.stream)
@@ -54,7 +68,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   }
   api.get('/sessions/:session_id/objects/:file_id', objectInfo, async (request) => {
     const { session_id: sessionId, file_id: fileId } = request.params
-    checkIds(sessionId, fileId)
+    await accessibleFile(store, request, sessionId, fileId)
     // a probe means LibreChat is about to use the file: it counts as use for retention
     await store.touch(sessionId, fileId)
     const file = await store.get(sessionId, fileId)
@@ -79,20 +93,21 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   }, async (request) => {
     const sessionId = request.params.session_id
     checkIds(sessionId)
-    const files = await store.list(sessionId)
+    const identity = scopedIdentity(request)
+    const files = (await store.list(sessionId)).filter((file) => canAccess(identity, file))
     return files.map((file) => describe(file, request.query.detail))
   })
 
-  const deleteFile = async (sessionId: string, fileId: string) => {
-    checkIds(sessionId, fileId)
+  const deleteFile = async (request: FastifyRequest, sessionId: string, fileId: string) => {
+    await accessibleFile(store, request, sessionId, fileId)
     if (!await store.delete(sessionId, fileId)) throw notFound(sessionId, fileId)
     return { message: 'success', session_id: sessionId, fileId }
   }
   const deleteSchema = { schema: { summary: 'Delete a stored file', params: SessionFileParamsSchema, response: { 200: DeleteResponse, '4xx': ErrorSchema } } }
   api.delete('/files/:session_id/:file_id', deleteSchema, async (request) =>
-    await deleteFile(request.params.session_id, request.params.file_id))
+    await deleteFile(request, request.params.session_id, request.params.file_id))
   api.delete('/sessions/:session_id/objects/:file_id', deleteSchema, async (request) =>
-    await deleteFile(request.params.session_id, request.params.file_id))
+    await deleteFile(request, request.params.session_id, request.params.file_id))
 }
 
 function sendFile (reply: FastifyReply, file: StoredFile, stream: NodeJS.ReadableStream) {

@@ -1,11 +1,12 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
-import { identityFromHints } from '../auth/identity.ts'
+import { ownerFor } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
 import { FileTooLargeError, type FileKind, type FileStore, type StoredFile } from '../storage/file-store.ts'
 import { validateFileName } from '../storage/file-names.ts'
 import { newId } from '../storage/ids.ts'
 import { formatBytes } from '../exec/outcome.ts'
+import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UploadResponse } from './schemas/files.ts'
 
@@ -30,7 +31,6 @@ export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store,
   }, async (request) => {
     if (!request.isMultipart()) throw errors.unsupportedMediaType('POST /upload expects multipart/form-data.')
     const sessionId = newId()
-    const owner = identityFromHints(request.headers['user-id'], undefined)
     const scope: UploadScope = { kind: 'user' }
     const stored: StoredFile[] = []
     try {
@@ -51,7 +51,8 @@ export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store,
           kind: scope.kind,
           resourceId: scope.resourceId,
           version: scope.version,
-          owner,
+          // a user upload's `id` field is the user's id; agent and skill files are shared in the tenant
+          owner: ownerFor(requestIdentity(request, scope.kind === 'user' ? scope.resourceId : undefined)),
         }, part.file, maxUploadBytes))
         if (part.file.truncated) throw new FileTooLargeError(maxUploadBytes)
       }

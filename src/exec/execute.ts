@@ -2,7 +2,7 @@ import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import { errors } from '../errors.ts'
 import type { RunPhases, RuntimeLanguage, Worker, WorkerRun } from '../pool/worker.ts'
-import { PoolUnavailableError } from '../pool/worker-pool.ts'
+import { PoolBusyError, PoolUnavailableError } from '../pool/worker-pool.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
 import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
@@ -49,12 +49,15 @@ export interface ExecDeps {
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
   const { store, workers, limits } = deps
   const clock = stopwatch()
-  const inputs = await resolveInputs(request.files, store, limits.workdirBytes)
+  const inputs = await resolveInputs(request.files, store, limits.workdirBytes, request.identity)
   const resolveMs = clock.lap()
   const sessionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, sessionId, request.identity, limits)
   const worker = await workers.acquire().catch((error: unknown) => {
+    if (error instanceof PoolBusyError) {
+      throw errors.rateLimited(`${error.message} Retry after ${error.retryAfterSeconds} s.`, { retry_after_seconds: error.retryAfterSeconds })
+    }
     throw error instanceof PoolUnavailableError ? errors.jailUnavailable(error.message, {}, { cause: error }) : error
   })
   const acquireMs = clock.lap()

@@ -1,3 +1,4 @@
+import { canAccess, type Identity } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
 import type { WorkerInput } from '../pool/worker.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
@@ -19,12 +20,14 @@ export interface ResolvedInput {
  * Look every input up in the store before a worker is taken, so a bad reference costs nothing.
  * The same name twice keeps the last one, as LibreChat's own bookkeeping does (newer replaces older).
  */
-export async function resolveInputs (refs: InputRef[], store: FileStore, workdirBytes: number): Promise<ResolvedInput[]> {
+export async function resolveInputs (refs: InputRef[], store: FileStore, workdirBytes: number, identity: Identity): Promise<ResolvedInput[]> {
   const byName = new Map<string, ResolvedInput>()
   for (const ref of refs) {
     const checked = validateFileName(ref.name)
     if (!checked.ok) throw errors.invalidFileName(`Input file name "${ref.name}" is not allowed: ${checked.reason}`)
-    const file = await store.get(ref.sessionId, ref.id)
+    const found = await store.get(ref.sessionId, ref.id)
+    // another user's file is reported exactly like a missing one: nothing leaks
+    const file = found !== null && canAccess(identity, found) ? found : null
     if (file === null) {
       throw errors.fileNotFound(`Input file "${ref.name}" (${ref.sessionId}/${ref.id}) was not found; it may have expired.`)
     }

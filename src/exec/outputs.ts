@@ -1,4 +1,4 @@
-import type { Identity } from '../auth/identity.ts'
+import { ownerFor, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import type { OutputFile, OutputSink } from '../pool/worker.ts'
 import { FileTooLargeError, type FileStore, type FileWriter, type StoredFile } from '../storage/file-store.ts'
@@ -42,7 +42,7 @@ export class OutputCollector implements OutputSink {
       return null
     }
     const writer = await this.store.create(
-      { sessionId: this.sessionId, name: checked.name, kind: 'output', owner: this.owner },
+      { sessionId: this.sessionId, name: checked.name, kind: 'output', owner: ownerFor(this.owner) },
       this.limits.maxOutputFileBytes)
     const output: PendingOutput = { name: checked.name, writer, complete: false, overLimit: false }
     this.pending.push(output)

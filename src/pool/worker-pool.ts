@@ -11,6 +11,8 @@ export interface WorkerPoolOptions {
   zygotes: number
   /** how long a request may wait for a worker before it is refused */
   acquireTimeoutMs: number
+  /** requests allowed to wait for a worker; more are refused at once */
+  maxQueue: number
   startZygote: (index: number) => Promise<Zygote>
   log: Logger
 }
@@ -44,6 +46,14 @@ export class PoolUnavailableError extends Error {
   override name = 'PoolUnavailableError'
 }
 
+/** Every worker is busy and the queue is full, or the wait ran out: come back in `retryAfterSeconds`. */
+export class PoolBusyError extends Error {
+  override name = 'PoolBusyError'
+  constructor (message: string, readonly retryAfterSeconds: number) {
+    super(message)
+  }
+}
+
 const RESTART_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000]
 const SPAWN_RETRY_DELAY_MS = 250
 const SLOT_WAIT_MS = 10_000
@@ -61,6 +71,7 @@ export class WorkerPool implements WorkerProvider {
   private acquiredWarm = 0
   private acquiredCold = 0
   private jailsStarted: number
+  private recentWallMs = 1_000
 
   private constructor (private readonly options: WorkerPoolOptions, zygotes: Zygote[]) {
     this.jailsStarted = zygotes.length
@@ -75,6 +86,7 @@ export class WorkerPool implements WorkerProvider {
       max: options.max,
       testOnBorrow: true,
       acquireTimeoutMillis: options.acquireTimeoutMs,
+      maxWaitingClients: options.maxQueue,
       autostart: true,
     })
     this.pool.on('factoryCreateError', (error) => options.log.warn({ err: error }, 'worker spawn failed'))
@@ -101,12 +113,24 @@ export class WorkerPool implements WorkerProvider {
       else this.acquiredCold++
       return worker
     } catch (error) {
-      throw new PoolUnavailableError(`no worker became available: ${(error as Error).message}`)
+      if (!this.zygotes.some((zygote) => zygote?.isAlive === true)) throw new PoolUnavailableError('no jail is running; see /health')
+      const full = /max waitingClients/.test((error as Error).message)
+      throw new PoolBusyError(full
+        ? `All ${this.options.max} workers are busy and ${this.options.maxQueue} requests are already waiting.`
+        : `No worker became free within ${Math.round(this.options.acquireTimeoutMs / 1000)} s.`, this.retryAfterSeconds())
     }
+  }
+
+  /** The queue ahead divided by the pool's rate, from recent execution times; 1–60 s. */
+  private retryAfterSeconds (): number {
+    const seconds = ((this.pool.pending + 1) / this.options.max) * (this.recentWallMs / 1000)
+    return Math.min(60, Math.max(1, Math.ceil(seconds)))
   }
 
   /** Single use: the worker is destroyed, never handed to another execution. */
   async release (worker: Worker): Promise<void> {
+    // how long executions take tells refused clients when to come back
+    if (worker.runMs !== null) this.recentWallMs = this.recentWallMs * 0.9 + worker.runMs * 0.1
     await this.pool.destroy(worker)
   }
 
@@ -134,11 +158,12 @@ export class WorkerPool implements WorkerProvider {
     return total
   }
 
+  /** Stop the zygotes (a run still going fails: the server waits for runs before it closes the pool). */
   async close (): Promise<void> {
     this.closing = true
+    await Promise.all(this.zygotes.map((zygote) => zygote?.close()))
     await this.pool.drain()
     await this.pool.clear()
-    await Promise.all(this.zygotes.map((zygote) => zygote?.close()))
   }
 
   private async spawnWorker (): Promise<Worker> {

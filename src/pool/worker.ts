@@ -67,6 +67,8 @@ const KILL_GRACE_MS = 5_000
  */
 export class Worker {
   private used = false
+  /** wall time of the run, once it is over */
+  runMs: number | null = null
 
   constructor (readonly id: string, private readonly channel: SlotChannel) {}
 
@@ -76,7 +78,9 @@ export class Worker {
   async run (job: WorkerJob): Promise<WorkerRun> {
     if (this.used) throw new Error('a worker runs one job only')
     this.used = true
-    return await new WorkerRunner(this.channel, job).run()
+    const run = await new WorkerRunner(this.channel, job).run()
+    this.runMs = run.wallMs
+    return run
   }
 
   /** After run(): processes the job left behind once its worker is gone (0 is the only good answer). */

@@ -609,14 +609,14 @@ for (const driver of availableDrivers()) {
         assert.ok(received.equals(data), 'downloaded bytes differ from the upload')
       })
 
-      test('the LibreChat query ?kind=user&id=abc (and &version) is tolerated on download, probe and list', async () => {
+      test('the LibreChat query ?kind=user&id=<owner> (and &version) is tolerated on download, probe and list', async () => {
         const { sessionId, fileId } = await uploadOne(server, 'q.txt', 'query')
-        const downloaded = await download(server, sessionId, fileId, '?kind=user&id=abc')
+        const downloaded = await download(server, sessionId, fileId, '?kind=user&id=user-1')
         assert.equal(downloaded.status, 200)
         assert.equal(await downloaded.text(), 'query')
         const probed = await api(server, `/sessions/${sessionId}/objects/${fileId}?kind=skill&id=abc&version=2`)
         assert.equal(probed.status, 200)
-        const listed = await api(server, `/files/${sessionId}?detail=full&kind=user&id=abc`)
+        const listed = await api(server, `/files/${sessionId}?detail=full&kind=user&id=user-1`)
         assert.equal(listed.status, 200)
         assert.equal((await listed.json() as unknown[]).length, 1)
       })

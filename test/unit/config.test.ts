@@ -29,7 +29,7 @@ test('an environment with only AUTH=none loads every documented default', () => 
   assert.equal(config.dataDir, path.resolve('./data'))
   assert.equal(config.runDir, path.resolve(os.tmpdir(), `warden-${process.pid}`))
   assert.equal(config.logLevel, 'info')
-  assert.deepEqual(config.auth, { mode: 'none' })
+  assert.deepEqual(config.auth, { methods: ['none'], apiKeys: [], jwt: null })
   assert.deepEqual(config.jail, {
     driver: 'auto',
     nsjailPath: 'nsjail',
@@ -72,6 +72,7 @@ test('the loaded config is frozen', () => {
 test('explicit values reach their config fields', () => {
   const config = load({
     HOST: '0.0.0.0',
+    ALLOW_UNAUTHENTICATED_REMOTE: 'true',
     PORT: '0',
     DATA_DIR: '/srv/warden',
     RUN_DIR: 'run',
@@ -118,7 +119,7 @@ test('explicit values reach their config fields', () => {
   assert.equal(config.limits.maxStdoutBytes, 4096)
   assert.equal(config.limits.maxStderrBytes, 2048)
   assert.equal(config.limits.maxOutputFiles, 10_000)
-  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, mode: 'cold' })
+  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000 })
 })
 
 test('an empty PRELOAD_MODULES preloads nothing', () => {
@@ -255,12 +256,30 @@ test('without CODE_API_KEY and without AUTH=none the config is refused naming CO
 })
 
 test('AUTH=none serves without a key, even when one is set', () => {
-  assert.deepEqual(loadConfig({ AUTH: 'none' }).auth, { mode: 'none' })
-  assert.deepEqual(loadConfig({ AUTH: 'none', CODE_API_KEY: 'secret' }).auth, { mode: 'none' })
+  assert.deepEqual(loadConfig({ AUTH: 'none' }).auth.methods, ['none'])
+  assert.deepEqual(loadConfig({ AUTH: 'none', CODE_API_KEY: 'secret' }).auth.methods, ['none'])
 })
 
 test('CODE_API_KEY alone selects api-key auth; a comma-separated list gives several trimmed keys', () => {
-  assert.deepEqual(loadConfig({ CODE_API_KEY: 'secret' }).auth, { mode: 'api-key', apiKeys: ['secret'] })
-  assert.deepEqual(loadConfig({ CODE_API_KEY: ' one, two ,,three ' }).auth, { mode: 'api-key', apiKeys: ['one', 'two', 'three'] })
-  assert.deepEqual(loadConfig({ AUTH: 'api-key', CODE_API_KEY: 'k1,k2' }).auth, { mode: 'api-key', apiKeys: ['k1', 'k2'] })
+  assert.deepEqual(loadConfig({ CODE_API_KEY: 'secret' }).auth, { methods: ['api-key'], apiKeys: ['secret'], jwt: null })
+  assert.deepEqual(loadConfig({ CODE_API_KEY: ' one, two ,,three ' }).auth.apiKeys, ['one', 'two', 'three'])
+  assert.deepEqual(loadConfig({ AUTH: 'api-key', CODE_API_KEY: 'k1,k2' }).auth, { methods: ['api-key'], apiKeys: ['k1', 'k2'], jwt: null })
+})
+
+test('JWT settings select jwt auth with LibreChat\'s defaults; AUTH combines methods', () => {
+  const pem = '-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----'
+  assert.deepEqual(loadConfig({ JWT_PUBLIC_KEYS: pem }).auth, {
+    methods: ['jwt'],
+    apiKeys: [],
+    jwt: { publicKeys: pem, jwksUrl: null, issuer: 'librechat', audience: 'codeapi', maxLifetimeS: 300, clockSkewS: 30 },
+  })
+  assert.deepEqual(loadConfig({ AUTH: 'api-key,jwt', CODE_API_KEY: 'k', JWT_PUBLIC_KEYS: pem }).auth.methods, ['api-key', 'jwt'])
+  assert.throws(() => loadConfig({ AUTH: 'jwt' }), /JWT_PUBLIC_KEYS: AUTH includes jwt/)
+  assert.throws(() => loadConfig({ AUTH: 'api-key,magic', CODE_API_KEY: 'k' }), /AUTH: expected a comma-separated list/)
+})
+
+test('AUTH=none on a non-loopback address is refused unless ALLOW_UNAUTHENTICATED_REMOTE=true', () => {
+  assert.throws(() => loadConfig({ AUTH: 'none', HOST: '0.0.0.0' }), /AUTH: none serves only on a loopback address/)
+  assert.deepEqual(loadConfig({ AUTH: 'none', HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED_REMOTE: 'true' }).auth.methods, ['none'])
+  assert.deepEqual(loadConfig({ AUTH: 'none', HOST: '::1' }).auth.methods, ['none'])
 })

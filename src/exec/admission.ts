@@ -1,0 +1,32 @@
+import type { Identity } from '../auth/identity.ts'
+import { errors } from '../errors.ts'
+
+/**
+ * A cap on one user's executions at a time, so one conversation cannot take every worker. Only users
+ * the request names count: a trusted service acting for no one in particular is not capped here.
+ */
+export class UserConcurrency {
+  private readonly running = new Map<string, number>()
+
+  constructor (private readonly limit: number) {}
+
+  /** Count an execution in, or refuse with 429; call the returned function when it is over. */
+  enter (identity: Identity): () => void {
+    if (this.limit === 0 || identity.user === null) return () => {}
+    const key = `${identity.tenant}\u0000${identity.user}`
+    const count = this.running.get(key) ?? 0
+    if (count >= this.limit) {
+      throw errors.rateLimited(`This user already has ${count} executions running (the limit is ${this.limit}). Retry after 1 s.`,
+        { retry_after_seconds: 1 })
+    }
+    this.running.set(key, count + 1)
+    let left = false
+    return () => {
+      if (left) return
+      left = true
+      const remaining = (this.running.get(key) ?? 1) - 1
+      if (remaining === 0) this.running.delete(key)
+      else this.running.set(key, remaining)
+    }
+  }
+}
