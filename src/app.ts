@@ -7,12 +7,15 @@ import type { Logger } from 'pino'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes, type HealthReport } from './api/health.ts'
+import { metricsRoutes } from './api/metrics.ts'
+import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
 import { createAuthenticator, type Principal } from './auth/authenticate.ts'
 import type { Config } from './config.ts'
 import { ApiError, errors, isApiError } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
+import type { Metrics } from './metrics.ts'
 import type { FileStore } from './storage/file-store.ts'
 
 declare module 'fastify' {
@@ -26,6 +29,7 @@ export interface AppServices {
   store: FileStore
   workers: WorkerSource
   health: () => HealthReport
+  metrics: Metrics
   /** false until the startup self-test passed: only /health answers before */
   isReady: () => boolean
   /** true once a shutdown began: new requests are refused while running ones finish */
@@ -35,7 +39,9 @@ export interface AppServices {
 
 /** Everything is served at the root and under /v1, the base LibreChat is usually given (spec §0). */
 const PREFIXES = ['', '/v1']
-const PUBLIC_PATHS = new Set(['/health', '/v1/health'])
+/** Routes outside API authentication: /metrics has its own optional token, /docs describes the API. */
+const PUBLIC_PATHS = new Set(['/health', '/v1/health', '/metrics', '/v1/metrics'])
+const isPublic = (path: string) => PUBLIC_PATHS.has(path) || path === '/docs' || path.startsWith('/docs/')
 const PROFILE = 'default'
 const REQUEST_TIMEOUT_MS = 300_000
 
@@ -55,6 +61,7 @@ export async function buildApp (config: Config, services: AppServices) {
   })
   app.setErrorHandler(async (error: FastifyError, request, reply) => renderError(error, request, reply))
   await app.register(multipart, { limits: { fileSize: config.storage.maxUploadBytes } })
+  await registerOpenApi(app)
 
   // Fastify parses text/plain by default; /exec wants JSON and should say so with a 415
   app.removeContentTypeParser('text/plain')
@@ -65,12 +72,12 @@ export async function buildApp (config: Config, services: AppServices) {
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)
   app.addHook('onRequest', async (request) => {
-    if (PUBLIC_PATHS.has(routePath(request))) return
+    if (isPublic(routePath(request))) return
     request.principal = await authenticate(request.headers)
   })
   app.addHook('onRequest', async (request) => {
     checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
-    if (PUBLIC_PATHS.has(routePath(request))) return
+    if (isPublic(routePath(request))) return
     if (services.isDraining()) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
     if (!services.isReady()) throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
   })
@@ -78,7 +85,7 @@ export async function buildApp (config: Config, services: AppServices) {
     await app.register(rateLimit, {
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
-      allowList: (request) => PUBLIC_PATHS.has(routePath(request)),
+      allowList: (request) => isPublic(routePath(request)),
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
         `More than ${context.max} requests in a minute. Retry after ${Math.ceil(context.ttl / 1000)} s.`,
@@ -91,12 +98,15 @@ export async function buildApp (config: Config, services: AppServices) {
     workers: services.workers,
     limits: config.limits,
     admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
+    metrics: services.metrics,
+    logCode: config.logCode,
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
-    await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes })
-    await app.register(fileRoutes, { prefix, store: services.store })
+    await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes, metrics: services.metrics })
+    await app.register(fileRoutes, { prefix, store: services.store, metrics: services.metrics })
     await app.register(healthRoutes, { prefix, report: services.health })
+    await app.register(metricsRoutes, { prefix, metrics: services.metrics, token: config.metricsToken })
   }
 
   return app

@@ -64,6 +64,8 @@ export const EnvSchema = z.object({
   JWT_MAX_LIFETIME_S: positiveInt(86_400).default(300),
   JWT_CLOCK_SKEW_S: decimal({ min: 0, max: 600 }).default(30),
   ALLOW_UNAUTHENTICATED_REMOTE: flag(false),
+  METRICS_TOKEN: z.string().min(1).optional(),
+  LOG_CODE: flag(false),
 
   JAIL: z.enum(['auto', 'nsjail', 'bwrap']).default('auto'),
   NSJAIL_PATH: z.string().default('nsjail'),
@@ -131,6 +133,10 @@ export interface Config {
   shutdownTimeoutMs: number
   storage: { maxUploadBytes: number, fileTtlMs: number, sweepIntervalMs: number }
   maxBodyBytes: number
+  /** bearer token /metrics requires; null: /metrics is open like /health */
+  metricsToken: string | null
+  /** log submitted code at debug level (only with LOG_LEVEL=debug) */
+  logCode: boolean
 }
 
 export interface AuthConfig {
@@ -218,6 +224,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS ?? e.EXEC_TIMEOUT_MS + 10_000,
     storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
     maxBodyBytes: e.MAX_BODY_MB,
+    metricsToken: e.METRICS_TOKEN ?? null,
+    logCode: e.LOG_CODE,
   })
 }
 

@@ -15,6 +15,7 @@ async function main (): Promise<void> {
     store: services.store,
     workers: services.pool,
     health: services.health,
+    metrics: services.metrics,
     isReady: services.isReady,
     isDraining: () => draining,
     log,

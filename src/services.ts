@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import type { HealthReport } from './api/health.ts'
 import type { Config } from './config.ts'
 import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
+import { Metrics } from './metrics.ts'
 import { detectCgroups, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
@@ -23,6 +24,7 @@ export interface Services {
   driver: JailDriver
   cgroups: Cgroups | null
   health: () => HealthReport
+  metrics: Metrics
   /** run the startup canaries once the server listens on `serverPort`; the verdict shows on /health */
   selfTest: (serverPort: number) => Promise<SelfTestReport>
   isReady: () => boolean
@@ -56,13 +58,15 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
 
   const started = Date.now()
   let pool: WorkerProvider
+  let metrics: Metrics | null = null
   try {
-    pool = await startPool(config, log, driver, cgroups, runtime)
+    pool = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms))
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
     throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
   }
+  metrics = new Metrics(() => pool.stats(), store)
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
@@ -71,6 +75,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     pool,
     driver,
     cgroups,
+    metrics,
     isReady: () => selfTest?.passed === true,
     selfTest: async (serverPort) => {
       selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort })
@@ -115,7 +120,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
 }
 
-async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir): Promise<WorkerProvider> {
+async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<WorkerProvider> {
   if (config.pool.mode === 'cold') {
     // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
     const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
@@ -129,6 +134,7 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     acquireTimeoutMs: config.pool.queueTimeoutMs,
     maxQueue: config.pool.maxQueue,
     startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
+    onSpawn,
     log,
   })
 }

@@ -2,13 +2,19 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { errors } from '../errors.ts'
 import type { UserConcurrency } from '../exec/admission.ts'
+import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
 import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
 
-export interface ExecRouteDeps extends ExecDeps { admission: UserConcurrency }
+export interface ExecRouteDeps extends ExecDeps {
+  admission: UserConcurrency
+  metrics: Metrics
+  /** log the submitted code at debug level (LOG_CODE=true) */
+  logCode: boolean
+}
 
 export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) => {
   app.withTypeProvider<ZodTypeProvider>().post('/exec', {
@@ -24,7 +30,14 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       throw errors.unsupportedLanguage(`Unsupported language "${body.lang}". Warden runs: ${SUPPORTED_LANGUAGES.join(', ')}.`)
     }
     const identity = requestIdentity(request, body.user_id)
-    const leave = deps.admission.enter(identity)
+    if (deps.logCode) request.log.debug({ language, code: body.code, args: body.args }, 'code submitted')
+    let leave: () => void
+    try {
+      leave = deps.admission.enter(identity)
+    } catch (error) {
+      deps.metrics.recordRejected(language)
+      throw error
+    }
     const result = await execute({
       language,
       code: body.code,
@@ -36,7 +49,11 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       })),
       identity,
       timeoutMs: body.timeout,
-    }, deps).finally(leave)
+    }, deps).catch((error: unknown) => {
+      deps.metrics.recordRejected(language)
+      throw error
+    }).finally(leave)
+    deps.metrics.recordExecution(language, result)
     request.log.info({
       sessionId: result.sessionId,
       language,

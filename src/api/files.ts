@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { canAccess } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
+import type { Metrics } from '../metrics.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { basename } from '../storage/file-names.ts'
 import { isId } from '../storage/ids.ts'
@@ -10,7 +11,7 @@ import { requestIdentity, userFromScope } from './identity.ts'
 import { ErrorSchema, FileScopeQuery, SessionFileParamsSchema } from './schemas/common.ts'
 import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
-export interface FileRouteDeps { store: FileStore }
+export interface FileRouteDeps { store: FileStore, metrics: Metrics }
 
 function checkIds (sessionId: string, fileId?: string): void {
   if (!isId(sessionId)) throw errors.invalidId('session_id must be a 21-character id.')
@@ -45,7 +46,7 @@ export function contentDisposition (name: string): string {
   return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
 }
 
-export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store }) => {
+export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store, metrics }) => {
   const api = app.withTypeProvider<ZodTypeProvider>()
 
   api.get('/download/:session_id/:file_id', {
@@ -55,6 +56,7 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
     await accessibleFile(store, request, sessionId, fileId)
     const opened = await store.open(sessionId, fileId)
     if (opened === null) throw notFound(sessionId, fileId)
+    metrics.recordTransfer('download', opened.file.size)
     return sendFile(reply, opened.file, opened.stream)
   })
 

@@ -6,6 +6,7 @@ import { FileTooLargeError, type FileKind, type FileStore, type StoredFile } fro
 import { validateFileName } from '../storage/file-names.ts'
 import { newId } from '../storage/ids.ts'
 import { formatBytes } from '../exec/outcome.ts'
+import type { Metrics } from '../metrics.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UploadResponse } from './schemas/files.ts'
@@ -13,6 +14,7 @@ import { UploadResponse } from './schemas/files.ts'
 export interface UploadDeps {
   store: FileStore
   maxUploadBytes: number
+  metrics: Metrics
 }
 
 const FILE_FIELDS = new Set(['file', 'files'])
@@ -21,7 +23,7 @@ const UPLOAD_KINDS = new Set<FileKind>(['user', 'agent', 'skill'])
 /** Form fields that describe the files after them (LibreChat sends them first: spec §3.4). */
 interface UploadScope { kind: FileKind, resourceId?: string, version?: number }
 
-export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store, maxUploadBytes }) => {
+export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store, maxUploadBytes, metrics }) => {
   app.withTypeProvider<ZodTypeProvider>().post('/upload', {
     schema: {
       summary: 'Upload files into a new storage session (multipart: `file` or `files`, with `kind`, `id`, `version`)',
@@ -62,6 +64,7 @@ export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store,
     }
     if (stored.length === 0) throw errors.invalidRequest('No file was uploaded; send it in the "file" form field.')
     logUpload(request, sessionId, stored)
+    for (const file of stored) metrics.recordTransfer('upload', file.size)
     return {
       message: 'success' as const,
       storage_session_id: sessionId,

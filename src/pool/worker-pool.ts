@@ -14,6 +14,8 @@ export interface WorkerPoolOptions {
   /** requests allowed to wait for a worker; more are refused at once */
   maxQueue: number
   startZygote: (index: number) => Promise<Zygote>
+  /** told how long each worker took to fork and isolate itself, in ms */
+  onSpawn?: (ms: number) => void
   log: Logger
 }
 
@@ -169,7 +171,9 @@ export class WorkerPool implements WorkerProvider {
   private async spawnWorker (): Promise<Worker> {
     try {
       const zygote = await this.zygoteWithFreeSlot()
+      const started = performance.now()
       const worker = await zygote.spawnWorker()
+      this.options.onSpawn?.(performance.now() - started)
       this.spawned++
       return worker
     } catch (error) {

@@ -1,0 +1,99 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { ExecutionResult } from './exec/execute.ts'
+import type { PoolStats } from './pool/worker-pool.ts'
+import type { FileStore } from './storage/file-store.ts'
+
+/** How an execution ended, as counted in `warden_executions_total`. */
+export type ExecutionOutcome = 'ok' | 'error' | 'timeout' | 'oom' | 'output_limit' | 'killed' | 'rejected'
+
+const LATENCY_BUCKETS_S = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+const STORAGE_CACHE_MS = 30_000
+
+/**
+ * Everything /metrics exposes, in Prometheus's text format. Counters are bumped by the routes; pool and
+ * storage gauges are read when scraped, so they cost nothing between scrapes.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  private readonly executions: Counter<'language' | 'outcome'>
+  private readonly duration: Histogram<'language'>
+  private readonly phases: Histogram<'phase'>
+  private readonly spawns: Histogram
+  private readonly transfers: Counter<'direction'>
+  private readonly transferBytes: Counter<'direction'>
+  private storageCache: { at: number, value: { files: number, bytes: number } } | null = null
+
+  constructor (pool: () => PoolStats, store: FileStore) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'warden_process_' })
+    const registers = [this.registry]
+    this.executions = new Counter({ name: 'warden_executions_total', help: 'Executions by language and outcome', labelNames: ['language', 'outcome'], registers })
+    this.duration = new Histogram({ name: 'warden_execution_duration_seconds', help: 'Wall time of an execution, request to answer', labelNames: ['language'], buckets: LATENCY_BUCKETS_S, registers })
+    this.phases = new Histogram({
+      name: 'warden_execution_phase_seconds',
+      help: 'Time in each phase: queue (waiting for a warm worker), stage (inputs into the worker), run (the code), collect (outputs and fences), store (outputs to disk)',
+      labelNames: ['phase'],
+      buckets: LATENCY_BUCKETS_S,
+      registers,
+    })
+    this.spawns = new Histogram({ name: 'warden_worker_spawn_seconds', help: 'Fork of a worker until it is isolated and ready', buckets: LATENCY_BUCKETS_S, registers })
+    this.transfers = new Counter({ name: 'warden_file_transfers_total', help: 'Uploads and downloads', labelNames: ['direction'], registers })
+    this.transferBytes = new Counter({ name: 'warden_file_transfer_bytes_total', help: 'Bytes uploaded and downloaded', labelNames: ['direction'], registers })
+    const poolGauge = (name: string, help: string, labelNames: string[], read: (stats: PoolStats, gauge: Gauge) => void) =>
+      new Gauge({ name, help, labelNames, registers, collect () { read(pool(), this) } })
+    poolGauge('warden_pool_workers', 'Workers by state', ['state'], (stats, gauge) => {
+      gauge.set({ state: 'warm' }, stats.warm)
+      gauge.set({ state: 'busy' }, stats.busy)
+      gauge.set({ state: 'starting' }, stats.starting)
+    })
+    poolGauge('warden_pool_waiting', 'Requests waiting for a worker', [], (stats, gauge) => gauge.set(stats.waiting))
+    poolGauge('warden_pool_slots', 'Worker slots of all zygotes by state', ['state'], (stats, gauge) => {
+      gauge.reset()
+      for (const [state, count] of Object.entries(stats.slots)) gauge.set({ state }, count)
+    })
+    poolGauge('warden_zygotes_alive', 'Jails holding a warm interpreter', [], (stats, gauge) => gauge.set(stats.zygotesAlive))
+    poolGauge('warden_pool_acquisitions_total', 'Executions that found a warm worker (hit) or waited for one (miss)', ['result'], (stats, gauge) => {
+      gauge.set({ result: 'hit' }, stats.acquiredWarm)
+      gauge.set({ result: 'miss' }, stats.acquiredCold)
+    })
+    const storage = this.storage.bind(this)
+    const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
+      new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
+    storageGauge('warden_storage_files', 'Stored files', (usage) => usage.files)
+    storageGauge('warden_storage_bytes', 'Bytes of stored files', (usage) => usage.bytes)
+  }
+
+  recordExecution (language: string, result: ExecutionResult): void {
+    const status = result.outcome.status
+    const outcome: ExecutionOutcome = status === 'OL' || status === 'EL' ? 'output_limit' : status
+    this.executions.inc({ language, outcome })
+    this.duration.observe({ language }, result.wallMs / 1000)
+    const { run } = result.phases
+    const observe = (phase: string, ms: number | null) => { if (ms !== null && ms >= 0) this.phases.observe({ phase }, ms / 1000) }
+    observe('queue', result.phases.acquire)
+    observe('stage', run.started)
+    observe('run', run.done !== null && run.started !== null ? run.done - run.started : null)
+    observe('collect', run.done !== null ? run.closed - run.done : null)
+    observe('store', result.phases.store)
+  }
+
+  recordRejected (language: string): void {
+    this.executions.inc({ language, outcome: 'rejected' })
+  }
+
+  recordSpawn (ms: number): void {
+    this.spawns.observe(ms / 1000)
+  }
+
+  recordTransfer (direction: 'upload' | 'download', bytes: number): void {
+    this.transfers.inc({ direction })
+    this.transferBytes.inc({ direction }, bytes)
+  }
+
+  private async storage (store: FileStore): Promise<{ files: number, bytes: number }> {
+    // walking the store on every scrape would cost more than the information is worth
+    if (this.storageCache === null || Date.now() - this.storageCache.at > STORAGE_CACHE_MS) {
+      this.storageCache = { at: Date.now(), value: await store.usage() }
+    }
+    return this.storageCache.value
+  }
+}
