@@ -71,7 +71,8 @@ export class Metrics {
     const observe = (phase: string, ms: number | null) => { if (ms !== null && ms >= 0) this.phases.observe({ phase }, ms / 1000) }
     observe('queue', result.phases.acquire)
     observe('stage', run.started)
-    observe('run', run.done !== null && run.started !== null ? run.done - run.started : null)
+    // a run stopped by a limit has no done: it ran until its output closed
+    observe('run', run.started !== null ? (run.done ?? run.closed) - run.started : null)
     observe('collect', run.done !== null ? run.closed - run.done : null)
     observe('store', result.phases.store)
   }
