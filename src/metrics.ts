@@ -7,7 +7,7 @@ import type { FileStore } from './storage/file-store.ts'
 export type ExecutionOutcome = 'ok' | 'error' | 'timeout' | 'oom' | 'output_limit' | 'killed' | 'rejected'
 
 const LATENCY_BUCKETS_S = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
-const STORAGE_CACHE_MS = 30_000
+const STORAGE_CACHE_MS = 5_000
 
 /**
  * Everything /metrics exposes, in Prometheus's text format. Counters are bumped by the routes; pool and
@@ -24,7 +24,7 @@ export class Metrics {
   private storageCache: { at: number, value: { files: number, bytes: number } } | null = null
 
   constructor (pool: () => PoolStats, store: FileStore) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'warden_process_' })
+    collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
     const registers = [this.registry]
     this.executions = new Counter({ name: 'warden_executions_total', help: 'Executions by language and outcome', labelNames: ['language', 'outcome'], registers })
     this.duration = new Histogram({ name: 'warden_execution_duration_seconds', help: 'Wall time of an execution, request to answer', labelNames: ['language'], buckets: LATENCY_BUCKETS_S, registers })

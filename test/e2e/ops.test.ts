@@ -32,6 +32,7 @@ for (const driver of availableDrivers()) {
   describe(`operations on ${driver}`, () => {
     test('/metrics counters move with executions, outcomes, phases, uploads and downloads', async (t) => {
       const server = await startServer(t, { driver, env: { EXEC_TIMEOUT_MS: '2000' } })
+      const started = Date.now()
       const before = await scrape(server)
       await exec(server, { lang: 'py', code: 'print(1)' })
       await exec(server, { lang: 'bash', code: 'exit 3' })
@@ -48,10 +49,23 @@ for (const driver of availableDrivers()) {
       assert.equal(delta('warden_execution_duration_seconds_count', '{language="python"}'), 2)
       assert.equal(delta('warden_file_transfers_total', '{direction="upload"}'), 1)
       assert.equal(delta('warden_file_transfer_bytes_total', '{direction="download"}'), 'metric bytes'.length)
-      assert.ok(delta('warden_worker_spawn_seconds_count') >= 3, 'each execution was refilled with a fresh worker')
+      // each execution's worker is replaced by a fresh one, off the request path: wait for the refills
+      let spawned = delta('warden_worker_spawn_seconds_count')
+      for (let i = 0; i < 50 && spawned < 3; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        spawned = metricValue(await scrape(server), 'warden_worker_spawn_seconds_count') - metricValue(before, 'warden_worker_spawn_seconds_count')
+      }
+      assert.ok(spawned >= 3, `each execution was refilled with a fresh worker (${spawned} spawns)`)
       assert.ok(metricValue(after, 'warden_pool_workers', '{state="warm"}') >= 0)
-      assert.ok(metricValue(after, 'warden_storage_files') >= 1)
+      // storage is walked at most every 5 s; within that, a scrape shows the last walk
+      let stored = metricValue(after, 'warden_storage_files')
+      for (let i = 0; i < 70 && stored < 1; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        stored = metricValue(await scrape(server), 'warden_storage_files')
+      }
+      assert.ok(stored >= 1, `stored files are counted (${stored})`)
       assert.match(after, /^warden_process_resident_memory_bytes \d+/m)
+      assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`)
     })
 
     test('/metrics needs METRICS_TOKEN when one is set, and nothing else', async (t) => {
