@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
+import { instanceName } from '../src/jail/cgroup.ts'
 
 const TICK_MS = 10 // USER_HZ is 100 on Linux
 
@@ -10,7 +11,7 @@ export interface InstanceDirs { memory: string | null, cpuUsageFile: string | nu
 
 /** Where a local server keeps its cgroups (`warden-<pid>`, see src/jail/cgroup.ts). */
 export function findInstanceDirs (pid: number): InstanceDirs {
-  const instance = `warden-${pid}`
+  const instance = instanceName(pid)
   const v1Memory = `/sys/fs/cgroup/memory/${instance}`
   const v1Cpu = ['/sys/fs/cgroup/cpuacct', '/sys/fs/cgroup/cpu,cpuacct'].map((root) => `${root}/${instance}/cpuacct.usage`).find(existsSync)
   if (existsSync(v1Memory)) return { memory: v1Memory, cpuUsageFile: v1Cpu ?? null, cpuUsageUnit: 'ns' }

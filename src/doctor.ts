@@ -8,7 +8,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { pino } from 'pino'
 import { ConfigError, loadConfig, type Config } from './config.ts'
-import { detectCgroups } from './jail/cgroup.ts'
+import { detectCgroups, instanceName } from './jail/cgroup.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
 import { startServices } from './services.ts'
 
@@ -58,7 +58,7 @@ async function checkUserNamespaces (config: Config): Promise<Finding> {
 }
 
 async function checkCgroups (config: Config): Promise<Finding> {
-  const detection = await detectCgroups({ instance: `warden-doctor-${process.pid}`, mode: config.jail.cgroups })
+  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
   if (!detection.ok) {
     return config.jail.cgroups === 'off'
       ? warn('cgroups', 'off (CGROUPS=off): no memory, pids or CPU limits', 'unset CGROUPS to have limits')

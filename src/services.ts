@@ -4,7 +4,7 @@ import type { HealthReport } from './api/health.ts'
 import type { Config } from './config.ts'
 import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
 import { Metrics } from './metrics.ts'
-import { detectCgroups, type Cgroups } from './jail/cgroup.ts'
+import { detectCgroups, instanceName, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
@@ -40,7 +40,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const warnings: string[] = []
   const store = await openLocalFileStore(config.dataDir, log)
   const driver = await selectJailDriver(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
-  const detection = await detectCgroups({ instance: `warden-${process.pid}`, mode: config.jail.cgroups })
+  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
   const cgroups = detection.ok ? detection.cgroups : null
   if (detection.ok) {
     warnings.push(...detection.warnings)

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { access, chown, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openCgroupsV1 } from './cgroup-v1.ts'
@@ -120,15 +121,31 @@ export function parseMountInfo (text: string): Mount[] {
  */
 export async function removeStaleInstances (parents: string[], currentInstance: string): Promise<string[]> {
   const warnings: string[] = []
+  const ownHost = hostPart(os.hostname())
   for (const parent of parents) {
     for (const name of await listSubdirectories(parent)) {
-      const pid = /^warden-(?:[\w-]+-)?(\d+)$/.exec(name)?.[1]
-      if (pid === undefined || name === currentInstance || isPidAlive(Number(pid))) continue
+      const match = /^warden-(?:([\w-]+)-)?(\d+)$/.exec(name)
+      const [middle, pid] = [match?.[1] ?? '', match?.[2]]
+      // another container (another host name) sharing this cgroup tree has pids we cannot see: not ours
+      const ours = middle === '' || middle === ownHost || middle === 'test'
+      if (pid === undefined || !ours || name === currentInstance || isPidAlive(Number(pid))) continue
       await removeCgroupTree(path.join(parent, name))
         .catch((err) => warnings.push(`cannot remove stale cgroup ${path.join(parent, name)}: ${errorText(err)}`))
     }
   }
   return warnings
+}
+
+/**
+ * This server's instance name, `warden-<host>-<pid>`: unique among servers sharing one cgroup tree,
+ * containers included (their pids repeat; their host names, the container ids, do not).
+ */
+export function instanceName (pid: number = process.pid): string {
+  return `warden-${hostPart(os.hostname())}-${pid}`
+}
+
+function hostPart (host: string): string {
+  return host.replace(/[^\w-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40) || 'host'
 }
 
 /** SIGKILLs every process in `dir` and its descendants, retrying EBUSY with backoff, then rmdirs bottom-up. */

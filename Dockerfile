@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# Warden: one container, no --privileged. See README "Deployment" for the docker run line.
+
+# nsjail is packaged by neither Debian nor Ubuntu: build the pinned upstream release.
+FROM debian:bookworm-slim AS nsjail
+ARG NSJAIL_VERSION=3.6
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      ca-certificates git make g++ pkg-config bison flex protobuf-compiler libprotobuf-dev libnl-route-3-dev \
+ && rm -rf /var/lib/apt/lists/*
+RUN git clone --depth 1 --branch "${NSJAIL_VERSION}" --recurse-submodules --shallow-submodules \
+      https://github.com/google/nsjail.git /src/nsjail \
+ && make -C /src/nsjail -j"$(nproc)" \
+ && install -m 0755 /src/nsjail/nsjail /usr/local/bin/nsjail
+
+# The server's npm dependencies, without the dev tools.
+FROM node:20-bookworm-slim AS modules
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+FROM node:20-bookworm-slim
+# nsjail's runtime libraries, bubblewrap (fallback driver), setpriv (util-linux), tini as PID 1 (it
+# reaps whatever a killed jail leaves to it), and the Python data stack the workers preload and offer.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      tini bubblewrap util-linux bash coreutils libprotobuf32 libnl-route-3-200 \
+      python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn python3-seaborn \
+      python3-sympy python3-openpyxl python3-xlsxwriter python3-docx python3-pypdf python3-pil python3-tabulate \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=nsjail /usr/local/bin/nsjail /usr/local/bin/nsjail
+# matplotlib's font cache, built once here instead of at every zygote start (sandbox/zygote.py)
+RUN mkdir -p /usr/local/share/warden/matplotlib \
+ && MPLCONFIGDIR=/usr/local/share/warden/matplotlib python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot" \
+ && chmod -R a+rX /usr/local/share/warden
+
+WORKDIR /app
+COPY --from=modules /app/node_modules ./node_modules
+COPY package.json package-lock.json nsjail.cfg tsconfig.json ./
+COPY bin ./bin
+COPY src ./src
+COPY sandbox ./sandbox
+COPY deploy/entrypoint.sh ./deploy/entrypoint.sh
+
+ENV HOST=0.0.0.0 \
+    PORT=8000 \
+    DATA_DIR=/data \
+    RUN_DIR=/run/warden \
+    JAIL=nsjail
+VOLUME /data
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD node -e "fetch('http://127.0.0.1:' + (process.env.PORT || 8000) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/entrypoint.sh"]
+CMD ["/app/bin/warden", "start"]
