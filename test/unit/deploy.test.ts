@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict'
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import { test } from 'node:test'
+
+const repo = path.resolve(import.meta.dirname, '..', '..')
+const read = (file: string) => readFileSync(path.join(repo, file), 'utf8')
+const dockerfile = read('Dockerfile')
+const readme = read('README.md')
+const compose = read('deploy/docker-compose.yml')
+
+/** What the jail and its workers call that Docker's default profile allows only with CAP_SYS_ADMIN. */
+const JAIL_SYSCALLS = ['clone', 'unshare', 'mount', 'umount2', 'pivot_root', 'setns', 'sethostname']
+
+test('every file the Dockerfile copies from the build context exists', () => {
+  const copies = [...dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((match) => (match[1] ?? '').split(/\s+/))
+  assert.ok(copies.length >= 8, `found ${copies.length} sources`)
+  for (const source of copies) assert.ok(existsSync(path.join(repo, source)), `${source} exists`)
+  accessSync(path.join(repo, 'deploy/entrypoint.sh'), constants.X_OK)
+  accessSync(path.join(repo, 'bin/warden'), constants.X_OK)
+})
+
+test('the image pins nsjail, installs the data stack, runs tini as PID 1 and has a health check', () => {
+  assert.match(dockerfile, /ARG NSJAIL_VERSION=\d+\.\d+/)
+  assert.match(dockerfile, /--branch "\$\{NSJAIL_VERSION\}"/)
+  for (const pkg of ['python3-numpy', 'python3-pandas', 'python3-matplotlib', 'python3-scipy', 'python3-sklearn', 'tini', 'bubblewrap']) {
+    assert.match(dockerfile, new RegExp(`\\b${pkg}\\b`), pkg)
+  }
+  assert.match(dockerfile, /ENTRYPOINT \["\/usr\/bin\/tini", "--"/)
+  assert.match(dockerfile, /^HEALTHCHECK /m)
+  assert.match(dockerfile, /MPLCONFIGDIR=\/usr\/local\/share\/warden\/matplotlib/, 'the font cache lands where sandbox/zygote.py looks')
+  assert.match(read('sandbox/zygote.py'), /PREBUILT_MATPLOTLIB_CACHE = "\/usr\/local\/share\/warden\/matplotlib"/)
+})
+
+test('the shipped seccomp profile is Docker\'s default plus an unconditional allow of the jail\'s syscalls', () => {
+  const profile = JSON.parse(read('deploy/docker-seccomp.json')) as { defaultAction: string, syscalls: Array<{ names: string[], action: string, includes?: unknown }> }
+  assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO')
+  const unconditional = profile.syscalls.filter((rule) => rule.action === 'SCMP_ACT_ALLOW' && rule.includes === undefined)
+  for (const name of JAIL_SYSCALLS) assert.ok(unconditional.some((rule) => rule.names.includes(name)), `${name} allowed`)
+  assert.ok(!unconditional.some((rule) => rule.names.includes('clone3')), 'clone3 stays refused (ENOSYS), so clone flags stay visible')
+  assert.ok(profile.syscalls.length > 30, 'the rest of Docker\'s default is there')
+})
+
+test('the documented docker run line and the compose file give the same capabilities and options, and no privilege', () => {
+  const run = /```sh\ndocker build -t warden \.\ndocker run ([\s\S]+?)```/.exec(readme)?.[1] ?? ''
+  assert.notEqual(run, '', 'README has the docker run line')
+  const caps = [...run.matchAll(/--cap-add (\w+)/g)].map((match) => match[1]).sort()
+  assert.deepEqual(caps, ['CHOWN', 'KILL', 'SETGID', 'SETUID'])
+  assert.match(compose, /cap_add: \[SETUID, SETGID, CHOWN, KILL\]/)
+  assert.match(run, /--cap-drop ALL/)
+  for (const option of ['seccomp=deploy/docker-seccomp.json', 'systempaths=unconfined', 'apparmor=unconfined', '--cgroupns=host', '/sys/fs/cgroup:/sys/fs/cgroup:rw']) {
+    assert.ok(run.includes(option), option)
+  }
+  for (const option of ['seccomp=./docker-seccomp.json', 'systempaths=unconfined', 'apparmor=unconfined', 'cgroup: host', '/sys/fs/cgroup:/sys/fs/cgroup:rw']) {
+    assert.ok(compose.includes(option), option)
+  }
+  const settings = compose.split('\n').filter((line) => !line.trimStart().startsWith('#')).join('\n')
+  assert.doesNotMatch(run + settings, /privileged|SYS_ADMIN/)
+  assert.match(compose, /LIBRECHAT_CODE_BASEURL: http:\/\/warden:8000\/v1/)
+  assert.match(compose, /LIBRECHAT_CODE_API_KEY: \$\{WARDEN_API_KEY/)
+  assert.match(compose, /CODE_API_KEY: \$\{WARDEN_API_KEY/)
+})
