@@ -191,6 +191,7 @@ def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits:
     skipped_names = 0
     skipped_special = 0
     skipped_over_limit = 0
+    too_deep = 0
     entries = 0
     stack: list[tuple[str, int]] = [("", 0)]
     while stack:
@@ -210,6 +211,8 @@ def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits:
             if entry.is_dir(follow_symlinks=False):
                 if depth + 1 < limits.max_depth:
                     stack.append((name, depth + 1))
+                else:
+                    too_deep += 1
                 continue
             if not entry.is_file(follow_symlinks=False):
                 skipped_special += 1
@@ -248,6 +251,8 @@ def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits:
         )
     if skipped_special:
         result.notes.append(f"{skipped_special} symlink(s) or special file(s) in /mnt/data were not kept")
+    if too_deep:
+        result.notes.append(f"{too_deep} folder(s) more than {limits.max_depth} levels deep in /mnt/data were not searched for files")
     if skipped_names:
         result.notes.append(f"{skipped_names} file(s) with control characters or invalid UTF-8 in the name were not kept")
     return result

@@ -10,6 +10,7 @@ import { healthRoutes, type HealthReport } from './api/health.ts'
 import { metricsRoutes } from './api/metrics.ts'
 import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
+import { requestIdentity, userFromScope } from './api/identity.ts'
 import { createAuthenticator, type Principal } from './auth/authenticate.ts'
 import type { Config } from './config.ts'
 import { ApiError, errors, isApiError } from './errors.ts'
@@ -65,9 +66,13 @@ export async function buildApp (config: Config, services: AppServices) {
 
   // Fastify parses text/plain by default; /exec wants JSON and should say so with a 415
   app.removeContentTypeParser('text/plain')
-  // first, so that every answer carries it, a 401 included (spec §4.4)
+  // first, so that every answer carries it, a 401 included (spec §4.4); while shutting down, every
+  // answer also closes its connection, so keep-alive clients do not hold the server past its last run
   app.addHook('onRequest', async (_request, reply) => {
     reply.header('x-codeapi-execution-profile', PROFILE)
+  })
+  app.addHook('onSend', async (_request, reply) => {
+    if (services.isDraining()) reply.header('connection', 'close')
   })
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)
@@ -83,6 +88,8 @@ export async function buildApp (config: Config, services: AppServices) {
   })
   if (config.admission.rateLimitPerMinute > 0) {
     await app.register(rateLimit, {
+      // after the body is parsed: LibreChat's agents name the user only in the body (`user_id`)
+      hook: 'preHandler',
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
       allowList: (request) => isPublic(routePath(request)),
@@ -100,6 +107,7 @@ export async function buildApp (config: Config, services: AppServices) {
     admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
     metrics: services.metrics,
     logCode: config.logCode,
+    isDraining: services.isDraining,
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
@@ -116,8 +124,9 @@ export async function buildApp (config: Config, services: AppServices) {
 function rateLimitKey (request: FastifyRequest): string {
   const identity = request.principal?.identity
   if (identity != null) return `user:${identity.tenant}:${identity.user ?? ''}`
-  const user = request.headers['user-id']
-  if (typeof user === 'string' && user !== '') return `user:legacy:${user}`
+  const named = requestIdentity(request, (request.body as { user_id?: unknown } | undefined)?.user_id,
+    userFromScope(request.query as { kind?: string, id?: string }))
+  if (named.user !== null) return `user:${named.tenant}:${named.user}`
   const key = request.headers['x-api-key']
   if (typeof key === 'string') return `key:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`
   return `ip:${request.ip}`

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
-import { errors } from '../errors.ts'
+import { errors, isApiError } from '../errors.ts'
 import type { UserConcurrency } from '../exec/admission.ts'
 import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
@@ -14,6 +14,7 @@ export interface ExecRouteDeps extends ExecDeps {
   metrics: Metrics
   /** log the submitted code at debug level (LOG_CODE=true) */
   logCode: boolean
+  isDraining: () => boolean
 }
 
 export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) => {
@@ -51,6 +52,10 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       timeoutMs: body.timeout,
     }, deps).catch((error: unknown) => {
       deps.metrics.recordRejected(language)
+      // a run cut short because the server is stopping says so, not that the sandbox broke
+      if (deps.isDraining() && isApiError(error) && error.code === errors.jailUnavailable.code) {
+        throw errors.shuttingDown('Warden is shutting down and stopped this execution before it finished; retry.', {}, { cause: error })
+      }
       throw error
     }).finally(leave)
     deps.metrics.recordExecution(language, result)

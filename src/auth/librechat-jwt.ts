@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import type { AuthConfig } from '../config.ts'
 import { DEFAULT_TENANT, type Identity } from './identity.ts'
 
@@ -35,14 +35,24 @@ export async function createJwtVerifier (config: JwtConfig): Promise<JwtVerifier
     clockTolerance: config.clockSkewS,
     requiredClaims: ['exp', 'nbf', 'sub'],
   }
-  const attempts: Array<(token: string) => Promise<JWTPayload>> = [
-    ...keys.map(({ key, algorithm }) => async (token: string) =>
+  const attemptsFor = (algorithm: string): Array<(token: string) => Promise<JWTPayload>> => [
+    // only keys of the token's own algorithm: an Ed25519 key says nothing about an RS256 token
+    ...keys.filter((key) => key.algorithm === algorithm).map(({ key }) => async (token: string) =>
       (await jwtVerify(token, key, { ...options, algorithms: [algorithm] })).payload),
     ...(remote === null ? [] : [async (token: string) => (await jwtVerify(token, remote as JWTVerifyGetKey, { ...options, algorithms: ['EdDSA', 'RS256'] })).payload]),
   ]
   return {
     keyCount: keys.length,
     verify: async (token) => {
+      let algorithm: unknown
+      try {
+        algorithm = decodeProtectedHeader(token).alg
+      } catch {
+        throw new TokenError('the token is malformed')
+      }
+      if (algorithm !== 'EdDSA' && algorithm !== 'RS256') throw new TokenError(`the token's algorithm ${String(algorithm)} is not allowed (EdDSA or RS256)`)
+      const attempts = attemptsFor(algorithm)
+      if (attempts.length === 0) throw new TokenError(`no ${algorithm} key is configured`)
       let lastError: unknown = null
       for (const attempt of attempts) {
         try {

@@ -82,7 +82,8 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   }
   if (run.failure !== null && run.vanished && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
     await outputs.discard()
-    throw errors.jailUnavailable(`The sandbox failed to run the code: ${run.failure}`)
+    // the detail (zygote, slot, signal) is for the log, not for the client
+    throw errors.jailUnavailable('The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure) })
   }
   clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)

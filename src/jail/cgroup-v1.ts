@@ -160,8 +160,15 @@ function createCgroupsV1 (layout: Layout): Cgroups {
   }
 }
 
-/** memsw (memory + swap) equal to memory means no swap; memory first, as memsw may never be below it. */
+/**
+ * memsw (memory + swap) equal to memory means no swap; memory first, as memsw may never be below it.
+ * v1 charges TCP buffers to a group only once it has a TCP limit: without one, loopback connections held
+ * three times the memory limit in the host's shared TCP memory (test/attacks). v1 counts them apart from
+ * memory.limit, so they get a quarter of it on top (each socket may still keep its minimum buffer);
+ * v2 charges them to the memory limit itself.
+ */
 async function writeMemoryLimit (dir: string, memoryBytes: number): Promise<void> {
   await writeControl(path.join(dir, 'memory.limit_in_bytes'), memoryBytes)
   await writeIfPresent(path.join(dir, 'memory.memsw.limit_in_bytes'), memoryBytes) // absent without swap accounting
+  await writeIfPresent(path.join(dir, 'memory.kmem.tcp.limit_in_bytes'), Math.floor(memoryBytes / 4))
 }

@@ -88,7 +88,6 @@ export class WorkerPool implements WorkerProvider {
       max: options.max,
       testOnBorrow: true,
       acquireTimeoutMillis: options.acquireTimeoutMs,
-      maxWaitingClients: options.maxQueue,
       autostart: true,
     })
     this.pool.on('factoryCreateError', (error) => options.log.warn({ err: error }, 'worker spawn failed'))
@@ -108,6 +107,12 @@ export class WorkerPool implements WorkerProvider {
     if (!this.zygotes.some((zygote) => zygote?.isAlive === true)) {
       throw new PoolUnavailableError('no jail is running; see /health')
     }
+    // MAX_QUEUE counts requests that wait for a busy pool; those waiting for a worker being forked now
+    // (generic-pool counts them as waiting too) are not queued behind anyone
+    const starting = this.pool.size - this.pool.available - this.pool.borrowed
+    if (this.pool.pending - starting >= this.options.maxQueue && this.pool.available === 0 && this.pool.size >= this.options.max) {
+      throw new PoolBusyError(`All ${this.options.max} workers are busy and ${this.options.maxQueue} requests are already waiting.`, this.retryAfterSeconds())
+    }
     const hadWarm = this.pool.available > 0
     try {
       const worker = await this.pool.acquire()
@@ -116,10 +121,7 @@ export class WorkerPool implements WorkerProvider {
       return worker
     } catch (error) {
       if (!this.zygotes.some((zygote) => zygote?.isAlive === true)) throw new PoolUnavailableError('no jail is running; see /health')
-      const full = /max waitingClients/.test((error as Error).message)
-      throw new PoolBusyError(full
-        ? `All ${this.options.max} workers are busy and ${this.options.maxQueue} requests are already waiting.`
-        : `No worker became free within ${Math.round(this.options.acquireTimeoutMs / 1000)} s.`, this.retryAfterSeconds())
+      throw new PoolBusyError(`No worker became free within ${Math.round(this.options.acquireTimeoutMs / 1000)} s.`, this.retryAfterSeconds())
     }
   }
 
