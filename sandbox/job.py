@@ -61,9 +61,11 @@ class Collected:
 
 
 def _valid_relative_name(name: str) -> bool:
-    if not name or len(name.encode("utf-8", "surrogatepass")) > 4096 or name.startswith("/"):
+    if not name or name.startswith("/"):
         return False
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    # the same rules as the server's (src/storage/file-names.ts): a name it would refuse must not use up
+    # an output slot here
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or "\\" in name or len(name.encode("utf-8", "surrogatepass")) > 1024:
         return False
     try:
         name.encode("utf-8")
@@ -254,7 +256,7 @@ def collect_outputs(ctl: int, snapshot: dict[str, tuple[int, int, int]], limits:
     if too_deep:
         result.notes.append(f"{too_deep} folder(s) more than {limits.max_depth} levels deep in /mnt/data were not searched for files")
     if skipped_names:
-        result.notes.append(f"{skipped_names} file(s) with control characters or invalid UTF-8 in the name were not kept")
+        result.notes.append(f"{skipped_names} file(s) with control characters, a backslash or invalid UTF-8 in the name were not kept")
     return result
 
 
