@@ -204,13 +204,13 @@ export class Slot {
   }
 
   private onFrames (frames: Frame[]): void {
-    const wasFenced = this.decoder.isFenced
     this.deliver(frames)
     if (this.decoder.isFenced && !this.drainedReported) {
       this.drainedReported = true
       this.handlers?.controlDrained()
     }
-    if (!wasFenced) this.maybeClean()
+    // always: the zygote's fence may reach the control socket after its exit report (CPU contention)
+    this.maybeClean()
   }
 
   private deliver (frames: Frame[]): void {
