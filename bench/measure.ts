@@ -46,8 +46,8 @@ export function sampleWorkerMemory (dirs: InstanceDirs): WorkerMemory {
   for (const zygote of subdirectories(dirs.memory)) {
     for (const group of subdirectories(path.join(dirs.memory, zygote))) {
       const dir = path.join(dirs.memory, zygote, group)
-      const bytes = Number(readFileSync(path.join(dir, usageFile), 'utf8'))
-      const processes = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).length
+      const bytes = Number(readIfPresent(path.join(dir, usageFile)) ?? 0)
+      const processes = (readIfPresent(path.join(dir, 'cgroup.procs')) ?? '').split('\n').filter(Boolean).length
       if (group === 'zygote') sample.zygoteBytes.push(bytes)
       else if (processes === 0) continue
       // a warm worker is one process; a busy one has run user code (its usage is well past the idle ~2 MiB)
@@ -56,6 +56,16 @@ export function sampleWorkerMemory (dirs: InstanceDirs): WorkerMemory {
     }
   }
   return sample
+}
+
+/** The baseline removes a jail's cgroups as soon as its execution ends, possibly between listing and reading. */
+function readIfPresent (file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw error
+  }
 }
 
 function subdirectories (dir: string): string[] {
