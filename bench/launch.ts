@@ -23,6 +23,9 @@ export async function launchServer (env: Record<string, string>): Promise<BenchS
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CODE_API_KEY: apiKey, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  // a benchmark that dies of an exception must not leave its server and jails running
+  const killChild = () => { if (child.exitCode === null) child.kill('SIGTERM') }
+  process.once('exit', killChild)
   let output = ''
   child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
   const url = await new Promise<string>((resolve, reject) => {
@@ -39,6 +42,7 @@ export async function launchServer (env: Record<string, string>): Promise<BenchS
     apiKey,
     pid: child.pid ?? null,
     stop: async () => {
+      process.off('exit', killChild)
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve))
         child.kill('SIGTERM')
