@@ -34,6 +34,17 @@ const quietHandlers: SlotHandlers = {
   frame: () => {}, stdout: () => {}, stderr: () => {}, exited: () => {}, controlDrained: () => {}, lost: () => {},
 }
 
+/** A slot whose worker reported ready and was handed to a job, as the pool does it. */
+async function runningSlot () {
+  const pipes = slotOnPipes()
+  const ready = pipes.slot.begin()
+  pipes.ctl.write(encodeJsonFrame(FrameType.ready, { setup_ms: 1 }))
+  await ready
+  const channel = pipes.slot.lease()
+  channel.attach(quietHandlers)
+  return { ...pipes, channel }
+}
+
 type Step = 'release' | 'exit report' | 'control fence' | 'stdout fence' | 'stderr fence'
 
 // The zygote writes its fence on the worker's three sockets, then reports the exit on its own channel:
@@ -42,12 +53,7 @@ test('a released slot comes free whatever order the exit report and the three fe
   const steps: Step[] = ['release', 'exit report', 'control fence', 'stdout fence', 'stderr fence']
   const stuck: string[] = []
   for (const order of permutations(steps)) {
-    const { slot, ctl, out, err, calls } = slotOnPipes()
-    const ready = slot.begin()
-    ctl.write(encodeJsonFrame(FrameType.ready, { setup_ms: 1 }))
-    await ready
-    const channel = slot.lease()
-    channel.attach(quietHandlers)
+    const { slot, channel, ctl, out, err, calls } = await runningSlot()
     out.write('some output')
     await settle()
     const fence = randomBytes(16)
@@ -64,12 +70,7 @@ test('a released slot comes free whatever order the exit report and the three fe
 })
 
 test('a slot is not cleaned while its worker still holds the lease, even once everything has arrived', async () => {
-  const { slot, ctl, out, err, calls } = slotOnPipes()
-  const ready = slot.begin()
-  ctl.write(encodeJsonFrame(FrameType.ready, { setup_ms: 1 }))
-  await ready
-  const channel = slot.lease()
-  channel.attach(quietHandlers)
+  const { slot, channel, ctl, out, err, calls } = await runningSlot()
   const fence = randomBytes(16)
   slot.onExited({ code: 0, signal: null }, fence)
   for (const socket of [ctl, out, err]) socket.write(fence)
