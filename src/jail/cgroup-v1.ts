@@ -1,9 +1,9 @@
 import { access, constants, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import {
-  CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, cpuSharesOf, errorText, isAtOrUnder, killAll,
+  CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, errorText, isAtOrUnder, killAll,
   makeCgroupDir, killUntilEmpty, parseKeyed, readProcs, removeCgroupTree, removeStaleInstances, writeControl,
-  writeControlNow, writeIfPresent,
+  writeIfPresent,
   type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits, readControlNow,
 } from './cgroup.ts'
 
@@ -87,7 +87,9 @@ function createCgroupsV1 (layout: Layout): Cgroups {
       }
       await writeMemoryLimit(dirOf(memory, zygote, ZYGOTE_LEAF), limits.memoryBytes)
       await writeControl(path.join(dirOf(pids, zygote, ZYGOTE_LEAF), 'pids.max'), limits.pidsMax)
-      await writeControl(path.join(dirOf(cpu, zygote, ZYGOTE_LEAF), 'cpu.shares'), cpuSharesOf(limits.cpuWeightPercent))
+      // cpu.shares: 1024 is a worker's share; the kernel's minimum is 2
+      const shares = Math.max(2, Math.round((1024 * limits.cpuWeightPercent) / 100))
+      await writeControl(path.join(dirOf(cpu, zygote, ZYGOTE_LEAF), 'cpu.shares'), shares)
       return {
         name: zygote,
         launcherProcsFiles: all.map((hierarchy) => path.join(dirOf(hierarchy, zygote, ZYGOTE_LEAF), 'cgroup.procs')),
@@ -113,11 +115,6 @@ function createCgroupsV1 (layout: Layout): Cgroups {
         name: worker,
         jailProcsFiles: all.map((hierarchy) => path.posix.join(JAIL_CGROUP_DIR, hierarchy.jailName, worker, 'cgroup.procs')),
       }
-    },
-
-    setWorkerCpuWeight (zygote, worker, percent) {
-      assertWorkerNames(zygote, worker)
-      writeControlNow(path.join(dirOf(cpu, zygote, worker), 'cpu.shares'), cpuSharesOf(percent))
     },
 
     async readCounters (zygote, worker): Promise<CgroupCounters> {

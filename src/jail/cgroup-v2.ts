@@ -1,9 +1,9 @@
 import { access, appendFile, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import {
-  CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, cpuWeightOf, decimal,
+  CPU_PERIOD_US, JAIL_CGROUP_DIR, ZYGOTE_LEAF, assertName, assertWorkerNames, chownFiles, cpuQuotaUs, decimal,
   errorCode, errorText, ignoreCode, isAtOrUnder, killAll, makeCgroupDir, parseKeyed, readOptional, readProcs,
-  removeCgroupTree, removeStaleInstances, writeControl, writeControlNow, writeIfPresent,
+  removeCgroupTree, removeStaleInstances, writeControl, writeIfPresent,
   type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits, readControlNow, killUntilEmpty,
 } from './cgroup.ts'
 
@@ -103,7 +103,9 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
       await writeControl(dirOf(zygote, 'cgroup.subtree_control'), ENABLE_CONTROLLERS)
       await makeCgroupDir(leaf)
       await writeMemoryAndPids(leaf, limits.memoryBytes, limits.pidsMax)
-      await writeControl(path.join(leaf, 'cpu.weight'), cpuWeightOf(limits.cpuWeightPercent))
+      // cpu.weight: 100 is a worker's (the default), range 1..10000
+      const weight = Math.min(10_000, Math.max(1, Math.round(limits.cpuWeightPercent)))
+      await writeControl(path.join(leaf, 'cpu.weight'), weight)
       // moving a worker out of the leaf needs write access to the common ancestor's cgroup.procs
       await chownFiles([dirOf(zygote, 'cgroup.procs'), path.join(leaf, 'cgroup.procs')], ownerUid)
       return {
@@ -121,11 +123,6 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
       await writeControl(path.join(dir, 'cpu.max'), `${cpuQuotaUs(limits.cpus)} ${CPU_PERIOD_US}`)
       await chownFiles([path.join(dir, 'cgroup.procs')], ownerUid)
       return { name: worker, jailProcsFiles: [path.posix.join(JAIL_CGROUP_DIR, worker, 'cgroup.procs')] }
-    },
-
-    setWorkerCpuWeight (zygote, worker, percent) {
-      assertWorkerNames(zygote, worker)
-      writeControlNow(path.join(dirOf(zygote, worker), 'cpu.weight'), cpuWeightOf(percent))
     },
 
     async readCounters (zygote, worker): Promise<CgroupCounters> {

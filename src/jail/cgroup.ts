@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { access, chown, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -33,11 +33,6 @@ export interface Cgroups {
   createZygoteGroup (zygote: string, ownerUid: number, limits: ZygoteLimits): Promise<ZygoteCgroup>
   /** Creates `<instance>/<zygote>/<worker>` with `limits`; its procs files are chown'd to `ownerUid`, the zygote's outside uid. */
   createWorkerGroup (zygote: string, worker: string, ownerUid: number, limits: CgroupLimits): Promise<WorkerCgroup>
-  /**
-   * The worker group's CPU weight, in percent of the default. Synchronous: called on a request's path
-   * when a warm worker is handed its job.
-   */
-  setWorkerCpuWeight (zygote: string, worker: string, percent: number): void
   readCounters (zygote: string, worker: string): Promise<CgroupCounters>
   listProcesses (zygote: string, worker: string): Promise<number[]>
   /** SIGKILLs every process in the worker's group; does not wait. */
@@ -222,21 +217,6 @@ export async function killUntilEmpty (listPids: () => Promise<number[]>): Promis
 /** Writes a control file. Numbers must be safe non-negative integers, written in decimal. */
 export async function writeControl (file: string, value: number | string): Promise<void> {
   await writeFile(file, typeof value === 'number' ? decimal(value) : value)
-}
-
-/** writeControl without the thread pool, for the request path (see readControlNow). */
-export function writeControlNow (file: string, value: number | string): void {
-  writeFileSync(file, typeof value === 'number' ? decimal(value) : value)
-}
-
-/** v1 `cpu.shares` for a weight in percent of the default 1024; the kernel's minimum is 2. */
-export function cpuSharesOf (percent: number): number {
-  return Math.max(2, Math.round((1024 * percent) / 100))
-}
-
-/** v2 `cpu.weight` for a weight in percent of the default 100; the kernel takes 1..10000. */
-export function cpuWeightOf (percent: number): number {
-  return Math.min(10_000, Math.max(1, Math.round(percent)))
 }
 
 /** Writes a control file only when this kernel has it (memory.swap.max, cgroup.kill); true if written. */

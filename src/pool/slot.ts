@@ -37,8 +37,6 @@ export type SlotState = 'free' | 'spawning' | 'ready' | 'running' | 'draining' |
 
 export interface SlotOwner {
   killSlot (slot: Slot, reason: string): void
-  /** a request's job runs in the slot (true) or not (false): its share of the CPU follows */
-  setSlotRunning (slot: Slot, running: boolean): void
   readSlotCounters (slot: Slot): Promise<CgroupCounters | null>
   countSlotProcesses (slot: Slot): Promise<number | null>
   cleanSlot (slot: Slot): Promise<void>
@@ -131,7 +129,6 @@ export class Slot {
 
   attach (handlers: SlotHandlers): void {
     this.state = 'running'
-    this.owner.setSlotRunning(this, true)
     this.decoder.holdBack = true
     this.handlers = handlers
     for (const frame of this.early.splice(0)) handlers.frame(frame)
@@ -162,7 +159,6 @@ export class Slot {
 
   release (): void {
     this.leased = false
-    this.owner.setSlotRunning(this, false)
     if (this.state === 'spawning' || this.state === 'ready' || this.state === 'running') this.state = 'draining'
     this.handlers = null
     this.kill('released')

@@ -30,15 +30,6 @@ export interface ZygoteOptions {
 const CGROUP_WRAPPER = 'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
 const FIRST_SLOT_FD = 4
 const WORKER_READY_TIMEOUT_MS = 15_000
-/**
- * DESIGN: refills run at a lower CPU priority than executions. CPU weights in percent of the default:
- * forks (the zygote's leaf), a warm worker's setup and a finished worker's exit (its slot) get a quarter
- * of a running worker's share. A weight, not cpu.idle: idle-class refills would starve behind CPU-bound
- * runs, and every new request would then wait for them.
- */
-const ZYGOTE_CPU_WEIGHT = 25
-const IDLE_WORKER_CPU_WEIGHT = 25
-const RUNNING_WORKER_CPU_WEIGHT = 100
 
 interface ControlEvent { ev?: string, slot?: number, pid?: number, code?: number | null, signal?: number | null, fence?: string, message?: string }
 
@@ -79,7 +70,7 @@ export class Zygote implements SlotOwner {
     const group = options.cgroups === null
       ? null
       : await options.cgroups.createZygoteGroup(name, options.zygoteUid, {
-        memoryBytes: 2 * 1024 ** 3, pidsMax: 256, cpuWeightPercent: ZYGOTE_CPU_WEIGHT,
+        memoryBytes: 2 * 1024 ** 3, pidsMax: 256, cpuWeightPercent: 25,
       })
     const launch = options.driver.launch({
       sandboxDir: options.sandboxDir,
@@ -147,7 +138,6 @@ export class Zygote implements SlotOwner {
     try {
       const cgroups = this.options.cgroups
       if (cgroups !== null) slot.cgroup ??= await cgroups.createWorkerGroup(this.name, slot.name, this.options.zygoteUid, this.options.workerLimits)
-      this.setSlotRunning(slot, false)
       const spawned = new Promise<void>((resolve, reject) => this.spawnWaiters.set(slot.index, { resolve, reject }))
       this.send({ op: 'spawn', slot: slot.index, cgroup_procs: slot.cgroup?.jailProcsFiles ?? [] })
       forked = true
@@ -174,16 +164,6 @@ export class Zygote implements SlotOwner {
       this.options.log.warn({ err: error, slot: slot.name }, 'cgroup kill failed; asking the zygote')
       this.send({ op: 'kill', slot: slot.index })
     })
-  }
-
-  setSlotRunning (slot: Slot, running: boolean): void {
-    if (slot.cgroup === null || this.options.cgroups === null) return
-    try {
-      this.options.cgroups.setWorkerCpuWeight(this.name, slot.name, running ? RUNNING_WORKER_CPU_WEIGHT : IDLE_WORKER_CPU_WEIGHT)
-    } catch (error) {
-      // only scheduling is at stake: limits and isolation stand
-      this.options.log.warn({ err: error, slot: slot.name }, 'could not set a worker cgroup\'s CPU weight')
-    }
   }
 
   async readSlotCounters (slot: Slot): Promise<CgroupCounters | null> {

@@ -115,18 +115,6 @@ test('a worker group gets memory and memsw limits, pids.max and a CFS quota; its
   assert.deepEqual(worker.jailProcsFiles, ['memory', 'pids', 'cpu', 'cpuacct'].map((name) => `/run/warden/cgroup/${name}/w1/cgroup.procs`))
 })
 
-test('a worker group\'s CPU weight is written to cpu.shares in percent of 1024, at least 2', async () => {
-  const cgroups = await open()
-  await makeGroups('z1/w1')
-  cgroups.setWorkerCpuWeight('z1', 'w1', 25)
-  assert.equal(await read(`cpu/${INSTANCE}/z1/w1/cpu.shares`), '256')
-  cgroups.setWorkerCpuWeight('z1', 'w1', 100)
-  assert.equal(await read(`cpu/${INSTANCE}/z1/w1/cpu.shares`), '1024')
-  cgroups.setWorkerCpuWeight('z1', 'w1', 0)
-  assert.equal(await read(`cpu/${INSTANCE}/z1/w1/cpu.shares`), '2')
-  assert.throws(() => cgroups.setWorkerCpuWeight('z1', '../w1', 25))
-})
-
 test('without swap accounting memory.memsw.limit_in_bytes is not written', async () => {
   const cgroups = await open()
   await makeGroups('z1/w1', ['pids', 'cpu', 'cpuacct'])

@@ -148,18 +148,6 @@ test('a worker group gets memory.max, memory.swap.max 0, pids.max and cpu.max as
   assert.deepEqual(worker, { name: 'w1', jailProcsFiles: ['/run/warden/cgroup/w1/cgroup.procs'] })
 })
 
-test('a worker group\'s CPU weight is written to cpu.weight, within the kernel\'s 1..10000', async () => {
-  const cgroups = await open()
-  await makeGroup(path.join(base, INSTANCE, 'z1/w1'))
-  cgroups.setWorkerCpuWeight('z1', 'w1', 25)
-  assert.equal(await read(`${INSTANCE}/z1/w1/cpu.weight`), '25')
-  cgroups.setWorkerCpuWeight('z1', 'w1', 100)
-  assert.equal(await read(`${INSTANCE}/z1/w1/cpu.weight`), '100')
-  cgroups.setWorkerCpuWeight('z1', 'w1', 0)
-  assert.equal(await read(`${INSTANCE}/z1/w1/cpu.weight`), '1')
-  assert.throws(() => cgroups.setWorkerCpuWeight('z1', '../w1', 25))
-})
-
 test('without swap accounting memory.swap.max is left alone, and a tiny cpus rate gets the 1 ms minimum quota', async () => {
   const cgroups = await open()
   await makeGroup(path.join(base, INSTANCE, 'z1/w1'), { 'memory.swap.max': null })
