@@ -226,20 +226,26 @@ def warm_plotting(with_pandas: bool) -> None:
     import matplotlib.font_manager
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots()
-    if with_pandas:
-        import pandas
+    # A cached font keeps its file open, and a worker closes every descriptor it did not get from its
+    # slot: a font cached here would then be read through a closed (or reused) descriptor. Warm up only
+    # where the cache can be emptied again (a private matplotlib API, so checked, not assumed).
+    clear_font_cache = getattr(getattr(matplotlib.font_manager, "_get_font", None), "cache_clear", None)
+    if clear_font_cache is None:
+        return
+    try:
+        figure, axes = plt.subplots()
+        if with_pandas:
+            import pandas
 
-        pandas.DataFrame({"a": [1, 2]}).plot(ax=axes, title="warm")
-    else:
-        axes.plot([1, 2])
-        axes.set_title("warm")
-    figure.savefig(io.BytesIO(), format="png")
-    plt.close("all")
-    # a cached font keeps its file open, and a worker closes every descriptor it did not get from its
-    # slot: a cached font would then read from a closed (or reused) descriptor
-    matplotlib.font_manager._get_font.cache_clear()
-    gc.collect()
+            pandas.DataFrame({"a": [1, 2]}).plot(ax=axes, title="warm")
+        else:
+            axes.plot([1, 2])
+            axes.set_title("warm")
+        figure.savefig(io.BytesIO(), format="png")
+    finally:
+        plt.close("all")
+        clear_font_cache()
+        gc.collect()
 
 
 def seed_matplotlib_cache(config_dir: str) -> None:
