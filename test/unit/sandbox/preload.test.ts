@@ -39,7 +39,7 @@ print("plotted", os.path.getsize(os.path.join(sys.argv[1], "after.png")) > 1000)
 test('the zygote\'s plotting warm-up leaves no file open, and a worker can plot after closing the zygote\'s descriptors', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'warden-preload-'))
   try {
-    const result = spawnSync(python, ['-c', script, dir], {
+    const result = spawnSync(python, ['-B', '-c', script, dir], {
       encoding: 'utf8',
       timeout: 120_000,
       env: { ...process.env, MPLCONFIGDIR: dir, MPLBACKEND: 'Agg' },
