@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { instanceName } from '../src/jail/cgroup.ts'
+import { instanceName, readControlNow } from '../src/jail/cgroup.ts'
 
 const TICK_MS = 10 // USER_HZ is 100 on Linux
 
@@ -46,8 +46,9 @@ export function sampleWorkerMemory (dirs: InstanceDirs): WorkerMemory {
   for (const zygote of subdirectories(dirs.memory)) {
     for (const group of subdirectories(path.join(dirs.memory, zygote))) {
       const dir = path.join(dirs.memory, zygote, group)
-      const bytes = Number(readIfPresent(path.join(dir, usageFile)) ?? 0)
-      const processes = (readIfPresent(path.join(dir, 'cgroup.procs')) ?? '').split('\n').filter(Boolean).length
+      // optional: the baseline removes a jail's cgroups as soon as its execution ends, maybe since the listing
+      const bytes = Number(readControlNow(path.join(dir, usageFile), true) ?? 0)
+      const processes = (readControlNow(path.join(dir, 'cgroup.procs'), true) ?? '').split('\n').filter(Boolean).length
       if (group === 'zygote') sample.zygoteBytes.push(bytes)
       else if (processes === 0) continue
       // a warm worker is one process; a busy one has run user code (its usage is well past the idle ~2 MiB)
@@ -56,16 +57,6 @@ export function sampleWorkerMemory (dirs: InstanceDirs): WorkerMemory {
     }
   }
   return sample
-}
-
-/** The baseline removes a jail's cgroups as soon as its execution ends, possibly between listing and reading. */
-function readIfPresent (file: string): string | null {
-  try {
-    return readFileSync(file, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw error
-  }
 }
 
 function subdirectories (dir: string): string[] {
