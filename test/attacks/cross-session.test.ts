@@ -3,9 +3,9 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api, availableDrivers, exec, type RunningServer } from '../helpers/server.ts'
+import { api, availableDrivers, exec, suiteContext, type RunningServer } from '../helpers/server.ts'
 import {
-  LIMITS, assertStillServing, code, describeRun, download, listFiles, randomId, run, startAttackServer, suiteContext, upload, type Json,
+  LIMITS, assertStillServing, code, describeRun, download, listFiles, randomId, run, startAttackServer, upload, type Json,
 } from './helpers.ts'
 
 /**

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { before, describe, test } from 'node:test'
-import { availableDrivers, type RunningServer } from '../helpers/server.ts'
+import { availableDrivers, suiteContext, type RunningServer } from '../helpers/server.ts'
 import {
-  LIMITS, assertStillServing, code, defaultRunDir, describeRun, listFiles, run, startAttackServer, suiteContext, type Json,
+  LIMITS, assertStillServing, code, defaultRunDir, describeRun, listFiles, run, startAttackServer, type Json,
 } from './helpers.ts'
 
 /**

@@ -3,9 +3,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { after, type TestContext } from 'node:test'
+import type { TestContext } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api, exec, startServer, type Driver, type RunningServer } from '../helpers/server.ts'
+import { api, exec, startServer, uploadFile, type Driver, type RunningServer } from '../helpers/server.ts'
 
 /**
  * Shared pieces of the attack suites (test/attacks/*.test.ts): small limits so that every attack hits
@@ -47,15 +47,6 @@ export const EXPLANATION = {
   OL: /Output exceeded the limit of 64 KiB on stdout; it was truncated and the execution was stopped\./,
   EL: /Output exceeded the limit of 64 KiB on stderr; it was truncated and the execution was stopped\./,
 } as const
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-export function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
 
 /** The real server with the attack limits (plus `env`), stopped when the suite ends. */
 export async function startAttackServer (suite: TestContext, driver: Driver, env: Record<string, string> = {}): Promise<RunningServer> {
@@ -289,14 +280,7 @@ function pidsLimits (groups: string[]): number[] {
 
 /** Upload one file (LibreChat style) and return its ids. */
 export async function upload (server: RunningServer, name: string, data: string | Uint8Array): Promise<{ sessionId: string, fileId: string }> {
-  const form = new FormData()
-  form.append('kind', 'user')
-  form.append('id', 'attack-user')
-  form.append('file', new Blob([data]), name)
-  const response = await api(server, '/upload', { method: 'POST', body: form })
-  const body = await response.json() as Json
-  assert.equal(response.status, 200, JSON.stringify(body))
-  return { sessionId: body.storage_session_id, fileId: body.files[0].fileId }
+  return await uploadFile(server, name, data, 'attack-user')
 }
 
 /** GET /download/:sid/:fid; the body as bytes. */

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api, availableDrivers, type RunningServer } from '../helpers/server.ts'
-import { assertStillServing, describeRun, rssBytes, run, serverPid, startAttackServer, suiteContext, type Json } from './helpers.ts'
+import { api, availableDrivers, suiteContext, type RunningServer } from '../helpers/server.ts'
+import { assertStillServing, describeRun, rssBytes, run, serverPid, startAttackServer, type Json } from './helpers.ts'
 
 /**
  * Abuse of the HTTP surface rather than of the jail: oversized and slow requests, odd encodings and

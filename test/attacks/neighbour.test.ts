@@ -2,8 +2,8 @@ import assert from 'node:assert/strict'
 import { loadavg } from 'node:os'
 import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { availableDrivers, type RunningServer } from '../helpers/server.ts'
-import { LIMITS, assertStillServing, assertStoppedBy, code, describeRun, median, run, startAttackServer, suiteContext } from './helpers.ts'
+import { availableDrivers, suiteContext, type RunningServer } from '../helpers/server.ts'
+import { LIMITS, assertStillServing, assertStoppedBy, code, describeRun, median, run, startAttackServer } from './helpers.ts'
 
 /**
  * Noisy neighbours: one execution holding its whole memory limit and another burning CPU until its

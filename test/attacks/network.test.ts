@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { availableDrivers, type RunningServer } from '../helpers/server.ts'
-import { assertStillServing, code, describeRun, run, startAttackServer, suiteContext, type Json } from './helpers.ts'
+import { availableDrivers, suiteContext, type RunningServer } from '../helpers/server.ts'
+import { assertStillServing, code, describeRun, run, startAttackServer, type Json } from './helpers.ts'
 
 /**
  * The network: a worker has its own network namespace with only `lo`, so the server, the internet,

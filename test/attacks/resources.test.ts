@@ -2,10 +2,10 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api, availableDrivers, type RunningServer } from '../helpers/server.ts'
+import { api, availableDrivers, suiteContext, type RunningServer } from '../helpers/server.ts'
 import {
   LIMITS, assertNoFiles, assertStillServing, assertStoppedBy, code, describeRun, download, hostProcessesOfJail, jailProcesses,
-  leftoverProcesses, peakWorkerPids, rssBytes, run, serverPid, settleLeftovers, startAttackServer, suiteContext, upload, type Json,
+  leftoverProcesses, peakWorkerPids, rssBytes, run, serverPid, settleLeftovers, startAttackServer, upload, type Json,
 } from './helpers.ts'
 
 /**

@@ -5,9 +5,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
-import { after, before, describe, test, type TestContext } from 'node:test'
+import { before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { api, availableDrivers, exec, startServer, type RunningServer } from '../helpers/server.ts'
+import { api, availableDrivers, exec, startServer, suiteContext, type RunningServer } from '../helpers/server.ts'
 
 /**
  * The HTTP contract LibreChat relies on (spec §1–§5, §10–§12), against the real server and real jails.
@@ -20,15 +20,6 @@ const ID = /^[A-Za-z0-9_-]{21}$/
 const PREFIXES = ['', '/v1'] as const
 
 type Json = Record<string, any>
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
 
 /** fetch `route` under a prefix ('' = root, '/v1'), with the server's key unless `init` sets headers itself. */
 async function call (server: RunningServer, prefix: string, route: string, init: RequestInit = {}, withKey = true): Promise<Response> {

@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { after, before, describe, test, type TestContext } from 'node:test'
+import { before, describe, test } from 'node:test'
 import * as agents from '@librechat/agents'
 import { invoke, type CodeTool } from '../helpers/librechat.ts'
 import { badToken, bearer, createSigningKey, mintToken, type BadTokenKind, type SigningKey } from '../helpers/jwt.ts'
-import { availableDrivers, startServer, type Driver, type RunningServer } from '../helpers/server.ts'
+import { availableDrivers, it, startServer, suiteContext, TEST_TIMEOUT_MS, type Driver, type RunningServer } from '../helpers/server.ts'
 
 /**
  * Authentication against the real server, the way every LibreChat generation authenticates (spec §2):
@@ -17,7 +17,6 @@ import { availableDrivers, startServer, type Driver, type RunningServer } from '
  */
 
 const REPO = path.resolve(import.meta.dirname, '..', '..')
-const TEST_TIMEOUT_MS = 60_000
 const NOT_AUTHORIZED = 'Code execution is not authorized. Verify access before trying again.'
 const USER = '6650c0ffee0123456789abcd'
 
@@ -30,19 +29,6 @@ interface ToolParams {
 const sdk = agents as unknown as {
   createCodeExecutionTool (params: ToolParams): CodeTool
   createBashExecutionTool (params: ToolParams): CodeTool
-}
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
-
-function it (name: string, fn: () => Promise<void>): void {
-  test(name, { timeout: TEST_TIMEOUT_MS }, fn)
 }
 
 /** POST /v1/exec with exactly the headers given (no API key added). */

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { after, before, describe, test, type TestContext } from 'node:test'
-import { api, availableDrivers, exec, startServer, type RunningServer } from '../helpers/server.ts'
+import { before, describe, test } from 'node:test'
+import { api, availableDrivers, exec, startServer, suiteContext, uploadFile, type RunningServer } from '../helpers/server.ts'
 
 /**
  * Bad input gets a clear 4xx `{error, message}` (src/errors.ts) and never hurts the server: after each
@@ -12,15 +12,6 @@ import { api, availableDrivers, exec, startServer, type RunningServer } from '..
 type Json = Record<string, any>
 
 const SOME_ID = 'A'.repeat(21)
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
 
 /** POST /v1/exec with a raw body (string or bytes) and a content type. */
 async function postExec (server: RunningServer, body: string | Uint8Array, contentType = 'application/json'): Promise<Response> {
@@ -45,17 +36,6 @@ async function assertStillServing (server: RunningServer): Promise<void> {
   const { status, body } = await exec(server, { lang: 'py', code: 'print(1)' })
   assert.equal(status, 200, `the server stopped serving: ${JSON.stringify(body)}`)
   assert.equal(body.stdout, '1\n')
-}
-
-async function uploadOne (server: RunningServer, name: string, data: string): Promise<{ sessionId: string, fileId: string }> {
-  const form = new FormData()
-  form.append('kind', 'user')
-  form.append('id', 'user-1')
-  form.append('file', new Blob([data]), name)
-  const response = await api(server, '/upload', { method: 'POST', body: form })
-  const body = await response.json() as Json
-  assert.equal(response.status, 200, JSON.stringify(body))
-  return { sessionId: body.storage_session_id, fileId: body.files[0].fileId }
 }
 
 async function uploadNamed (server: RunningServer, name: string): Promise<Response> {
@@ -187,7 +167,7 @@ for (const driver of availableDrivers()) {
 
     describe('bad file references and ids', () => {
       test('unknown file ids in files[] answer 404 file_not_found', async () => {
-        const known = await uploadOne(server, 'known.txt', 'k')
+        const known = await uploadFile(server, 'known.txt', 'k', 'user-1')
         const cases = [
           { id: SOME_ID, storage_session_id: SOME_ID, name: 'x.txt' },
           { id: SOME_ID, storage_session_id: known.sessionId, name: 'x.txt' },
@@ -242,7 +222,7 @@ for (const driver of availableDrivers()) {
 
       for (const name of TRAVERSAL_NAMES) {
         test(`input name ${JSON.stringify(name)} in files[] answers 400 invalid_file_name`, async () => {
-          const { sessionId, fileId } = await uploadOne(server, 'real.txt', 'secret-free')
+          const { sessionId, fileId } = await uploadFile(server, 'real.txt', 'secret-free', 'user-1')
           const body = JSON.stringify({
             lang: 'bash',
             code: 'ls -la /mnt/data /etc/passwd; echo ran',
@@ -328,7 +308,7 @@ for (const driver of availableDrivers()) {
       })
 
       test('a burst of 20 mixed bad requests at once all answer 4xx, then exec and /health still work', async () => {
-        const { sessionId, fileId } = await uploadOne(server, 'burst.txt', 'b')
+        const { sessionId, fileId } = await uploadFile(server, 'burst.txt', 'b', 'user-1')
         const bad: Array<() => Promise<Response>> = [
           () => postExec(server, '{"lang":'),
           () => postExec(server, '[]'),

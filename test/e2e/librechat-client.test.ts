@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { after, before, describe, test, type TestContext } from 'node:test'
-import { availableDrivers, exec, startServer, type RunningServer } from '../helpers/server.ts'
+import { before, describe } from 'node:test'
+import { availableDrivers, exec, it, startServer, suiteContext, type RunningServer } from '../helpers/server.ts'
 import {
   USER_ID, bashTool, codeTool, downloadAsLibreChat, fetchSessionFiles, injectedFromUpload, invoke, probeAsLibreChat,
   toInjectedFileRef, uploadAsLibreChat, type ArtifactFile, type CodeEnvRef, type ToolResult,
@@ -16,24 +16,9 @@ import {
 const ID = /^[A-Za-z0-9_-]{21}$/
 const EXEC_TIMEOUT_MS = 3000
 const MEMORY_LIMIT_MB = 256
-const TEST_TIMEOUT_MS = 60_000
 const TIME_LIMIT_SENTENCE = 'Execution exceeded the time limit of 3 s and was stopped.'
 const MEMORY_LIMIT_SENTENCE = `Execution exceeded the memory limit of ${MEMORY_LIMIT_MB} MiB and was stopped.`
 const FILE_SUMMARY = /\n\nGenerated files:\nSession files: (\d+) persisted file\(s\) are available in \/mnt\/data, including (\d+) image\(s\)\./
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
-
-/** A test with a deadline: the SDK sets no client timeout on /exec, so a hung server would hang the run. */
-function it (name: string, fn: () => Promise<void>): void {
-  test(name, { timeout: TEST_TIMEOUT_MS }, fn)
-}
 
 /** The `stdout:` section of a tool's content, when there is nothing after it. */
 function onlyStdout (content: string): string {

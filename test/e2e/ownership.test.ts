@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { after, before, describe, test, type TestContext } from 'node:test'
+import { before, describe } from 'node:test'
 import { bearer, createSigningKey, mintToken, type SigningKey } from '../helpers/jwt.ts'
-import { availableDrivers, startServer, type RunningServer } from '../helpers/server.ts'
+import { availableDrivers, it, startServer, suiteContext, type RunningServer } from '../helpers/server.ts'
 
 /**
  * Who may use a stored file (README "Pointing LibreChat at Warden"): a `user` upload and an execution's
@@ -12,21 +12,7 @@ import { availableDrivers, startServer, type RunningServer } from '../helpers/se
  * uploads, `user_id` in /exec, `?kind=user&id=` on file routes), on every route that touches a file.
  */
 
-const TEST_TIMEOUT_MS = 60_000
 const ID = /^[A-Za-z0-9_-]{21}$/
-
-/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
-function suiteContext (): TestContext {
-  const cleanups: Array<() => unknown> = []
-  after(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup()
-  })
-  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
-}
-
-function it (name: string, fn: () => Promise<void>): void {
-  test(name, { timeout: TEST_TIMEOUT_MS }, fn)
-}
 
 /** Someone calling Warden: the credentials, and the user LibreChat names in its hints (or none). */
 interface Actor {

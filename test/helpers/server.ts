@@ -1,9 +1,10 @@
+import assert from 'node:assert/strict'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
-import type { TestContext } from 'node:test'
+import { after, test, type TestContext } from 'node:test'
 
 const REPO = path.resolve(import.meta.dirname, '..', '..')
 
@@ -134,6 +135,18 @@ export async function api (server: RunningServer, route: string, init: RequestIn
   return await fetch(`${server.apiUrl}${route}`, { ...init, headers })
 }
 
+/** Upload one file as LibreChat does (a `user` file of `userId`); its ids, or an assertion error naming the status. */
+export async function uploadFile (server: RunningServer, name: string, data: string | Uint8Array, userId: string): Promise<{ sessionId: string, fileId: string }> {
+  const form = new FormData()
+  form.append('kind', 'user')
+  form.append('id', userId)
+  form.append('file', new Blob([data]), name)
+  const response = await api(server, '/upload', { method: 'POST', body: form })
+  const body = await response.json() as Record<string, any>
+  assert.equal(response.status, 200, JSON.stringify(body))
+  return { sessionId: body.storage_session_id, fileId: body.files[0].fileId }
+}
+
 /** POST /v1/exec with a JSON body, returning the parsed response and status. */
 export async function exec (server: RunningServer, body: unknown): Promise<{ status: number, body: Record<string, any> }> {
   const response = await api(server, '/exec', {
@@ -142,4 +155,21 @@ export async function exec (server: RunningServer, body: unknown): Promise<{ sta
     body: JSON.stringify(body),
   })
   return { status: response.status, body: await response.json() as Record<string, any> }
+}
+
+/** `startServer` stops its server in `t.after`; a suite has no `t`, so collect the cleanups for its `after` hook. */
+export function suiteContext (): TestContext {
+  const cleanups: Array<() => unknown> = []
+  after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup()
+  })
+  return { after: (fn: () => unknown) => { cleanups.push(fn) } } as unknown as TestContext
+}
+
+/** Deadline of an end-to-end test: the LibreChat SDK sets no client timeout on /exec, so a hung server would hang the run. */
+export const TEST_TIMEOUT_MS = 60_000
+
+/** A test with that deadline. */
+export function it (name: string, fn: () => Promise<void>): void {
+  test(name, { timeout: TEST_TIMEOUT_MS }, fn)
 }
