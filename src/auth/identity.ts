@@ -18,6 +18,11 @@ export const ANY_USER = '*'
 
 const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/
 
+/** A plausible user id: what a header, a body field or a token's `sub` must be to name a user. */
+export function isUserId (value: string): boolean {
+  return USER_ID.test(value)
+}
+
 /** The first hint that is a plausible user id, in the order given. */
 export function identityFromHints (...hints: unknown[]): Identity {
   const user = hints.find((value): value is string => typeof value === 'string' && USER_ID.test(value))

@@ -3,7 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import type { AuthConfig } from '../config.ts'
-import { DEFAULT_TENANT, type Identity } from './identity.ts'
+import { DEFAULT_TENANT, isUserId, type Identity } from './identity.ts'
 
 type JwtConfig = NonNullable<AuthConfig['jwt']>
 
@@ -68,13 +68,26 @@ export async function createJwtVerifier (config: JwtConfig): Promise<JwtVerifier
   }
 }
 
+/**
+ * The identity a verified token names. A claim that would widen the token is refused, never read
+ * generously: an `iat` in the future would stretch the lifetime cap, and a `sub` that is not a user id
+ * would act for the whole tenant (both found by an outside attack run).
+ */
 function identityOf (payload: JWTPayload, config: JwtConfig): Identity {
-  const issuedAt = typeof payload.iat === 'number' ? payload.iat : (payload.nbf as number)
-  if ((payload.exp as number) - issuedAt > config.maxLifetimeS) {
+  const nowS = Math.floor(Date.now() / 1000)
+  if (typeof payload.iat === 'number' && payload.iat > nowS + config.clockSkewS) {
+    throw new TokenError('the token was issued in the future')
+  }
+  // the lifetime runs from the later of iat and nbf: the token is usable from then until exp
+  const usableFrom = Math.max(typeof payload.iat === 'number' ? payload.iat : -Infinity, payload.nbf as number)
+  if ((payload.exp as number) - usableFrom > config.maxLifetimeS) {
     throw new TokenError(`the token lives longer than ${config.maxLifetimeS} s`)
   }
+  if (typeof payload.sub !== 'string' || !isUserId(payload.sub)) {
+    throw new TokenError('the token\'s sub claim does not name a user')
+  }
   const tenant = typeof payload.tenant_id === 'string' && payload.tenant_id !== '' ? payload.tenant_id : DEFAULT_TENANT
-  return { tenant, user: payload.sub as string }
+  return { tenant, user: payload.sub }
 }
 
 function describe (error: unknown): string {

@@ -244,6 +244,14 @@ for (const arch of ARCHES) {
     }
   })
 
+  test(`${arch}: socketpair allows AF_UNIX only and refuses every other family with EAFNOSUPPORT (issue 9, finding 7)`, () => {
+    const socketpair = syscallNumber(arch, 'socketpair')
+    assert.equal(run(socketpair, 1n), RET_ALLOW, 'AF_UNIX')
+    for (const family of [0, 2, 10, 16 /* netlink */, 17 /* packet */, 30 /* tipc */, 38 /* alg */, 40 /* vsock */, 1 << 16]) {
+      assert.equal(run(socketpair, BigInt(family)), errnoAction(EAFNOSUPPORT), `family ${family}`)
+    }
+  })
+
   test(`${arch}: personality allows PER_LINUX and the query 0xffffffff and refuses ADDR_NO_RANDOMIZE with EPERM`, () => {
     const personality = syscallNumber(arch, 'personality')
     assert.equal(run(personality, 0n), RET_ALLOW)
@@ -330,6 +338,9 @@ out = {
     "ptrace": ptrace_own_child(),
     "socket_netlink": attempt(lambda: open_socket(socket.AF_NETLINK, socket.SOCK_RAW)),
     "socket_packet": attempt(lambda: open_socket(socket.AF_PACKET, socket.SOCK_DGRAM)),
+    "socketpair_inet": attempt(lambda: [s.close() for s in socket.socketpair(socket.AF_INET, socket.SOCK_STREAM)]),
+    "socketpair_tipc": name(raw(53, 30, 1, 0, 0)[0]),
+    "socketpair_unix": attempt(lambda: [s.close() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)]),
     "io_uring_setup": name(raw(425, 1, 0)[0]),
     "clone3": name(raw(435, 0, 0)[0]),
     "personality_no_randomize": name(raw(135, 0x0040000)[0]),
@@ -363,6 +374,9 @@ test('under the installed x86_64 filter the kernel refuses what the policy denie
     clone_newuser: 'EPERM',
     socket_netlink: 'EAFNOSUPPORT',
     socket_packet: 'EAFNOSUPPORT',
+    socketpair_inet: 'EAFNOSUPPORT',
+    socketpair_tipc: 'EAFNOSUPPORT',
+    socketpair_unix: 'ok',
     io_uring_setup: 'ENOSYS',
     clone3: 'ENOSYS',
     personality_no_randomize: 'EPERM',
