@@ -29,7 +29,7 @@ RUN apt-get update \
       python3-sympy python3-openpyxl python3-xlsxwriter python3-docx python3-pypdf python3-pil python3-tabulate \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=nsjail /usr/local/bin/nsjail /usr/local/bin/nsjail
-# matplotlib's font cache, built once here instead of at every zygote start (sandbox/zygote.py)
+# matplotlib's font cache, built once here instead of at every zygote start (sandbox/preload.py)
 RUN mkdir -p /usr/local/share/warden/matplotlib \
  && MPLCONFIGDIR=/usr/local/share/warden/matplotlib python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot" \
  && chmod -R a+rX /usr/local/share/warden

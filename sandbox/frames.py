@@ -1,6 +1,8 @@
 """Frames on a worker's control socket: 1 type byte, 4-byte big-endian payload length, payload.
 
-The other half is src/pool/protocol.ts; sandbox/README.md is the reference for both.
+A message larger than one frame travels as CONTINUED frames followed by one frame of its own type; the
+reader joins them, up to the message budget the server configured. The other half is
+src/pool/protocol.ts; sandbox/README.md is the reference for both.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ HEADER = struct.Struct(">BI")
 MAX_PAYLOAD = 1 << 20
 CHUNK = 256 << 10
 
+CONTINUED = ord("+")  # both ways: the first parts of a message whose last frame carries its type
+DATA = ord("D")  # both ways: raw bytes of an input file (to the worker) or an output file (from it)
+MESSAGE = ord("M")  # both ways: a JSON message between the server and the running code
 # server -> worker
 JOB = ord("J")
-DATA = ord("D")
 # worker -> server
 READY = ord("R")
 STARTED = ord("S")
@@ -29,21 +33,26 @@ class ProtocolError(Exception):
     pass
 
 
-class FrameReader:
-    """Blocking reader over a socket fd; the worker is single-threaded so blocking is what we want."""
+class ChannelClosed(ProtocolError):
+    pass
 
-    def __init__(self, fd: int) -> None:
+
+class FrameReader:
+    """Blocking reader over a socket fd; a worker is single-threaded, so blocking is what we want."""
+
+    def __init__(self, fd: int, max_message: int) -> None:
         self.fd = fd
+        self.max_message = max_message
         self.buffer = bytearray()
 
     def _fill(self, size: int) -> None:
         while len(self.buffer) < size:
             chunk = os.read(self.fd, max(CHUNK, size - len(self.buffer)))
             if not chunk:
-                raise ProtocolError("control channel closed")
+                raise ChannelClosed("control channel closed")
             self.buffer += chunk
 
-    def read(self) -> tuple[int, bytes]:
+    def _frame(self) -> tuple[int, bytes]:
         self._fill(HEADER.size)
         kind, length = HEADER.unpack_from(self.buffer)
         if length > MAX_PAYLOAD:
@@ -53,11 +62,27 @@ class FrameReader:
         del self.buffer[: HEADER.size + length]
         return kind, payload
 
+    def read(self) -> tuple[int, bytes]:
+        """The next message: its type and its whole payload, continuation frames joined."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            kind, payload = self._frame()
+            size += len(payload)
+            if size > self.max_message:
+                raise ProtocolError(f"message of more than {self.max_message} bytes")
+            parts.append(payload)
+            if kind != CONTINUED:
+                return kind, b"".join(parts) if len(parts) > 1 else payload
+
     def read_json(self, expected: int) -> dict:
         kind, payload = self.read()
         if kind != expected:
             raise ProtocolError(f"expected frame {chr(expected)!r}, got {chr(kind)!r}")
-        return json.loads(payload)
+        message = json.loads(payload)
+        if not isinstance(message, dict):
+            raise ProtocolError("a message must be a JSON object")
+        return message
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -68,7 +93,12 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def send(fd: int, kind: int, payload: bytes = b"") -> None:
-    write_all(fd, HEADER.pack(kind, len(payload)) + payload)
+    """One message; split into CONTINUED frames when larger than a frame."""
+    view = memoryview(payload)
+    while len(view) > MAX_PAYLOAD:
+        write_all(fd, HEADER.pack(CONTINUED, MAX_PAYLOAD) + view[:MAX_PAYLOAD])
+        view = view[MAX_PAYLOAD:]
+    write_all(fd, HEADER.pack(kind, len(view)) + view)
 
 
 def send_json(fd: int, kind: int, message: dict) -> None:

@@ -30,7 +30,7 @@ export class Metrics {
     this.duration = new Histogram({ name: 'warden_execution_duration_seconds', help: 'Wall time of an execution, request to answer', labelNames: ['language'], buckets: LATENCY_BUCKETS_S, registers })
     this.phases = new Histogram({
       name: 'warden_execution_phase_seconds',
-      help: 'Time in each phase: queue (waiting for a warm worker), stage (inputs into the worker), run (the code), collect (outputs and fences), store (outputs to disk)',
+      help: 'Time in each phase: queue (waiting for a warm worker), stage (inputs into the worker), run (the code), collect (outputs, until the end of the run), store (outputs to disk)',
       labelNames: ['phase'],
       buckets: LATENCY_BUCKETS_S,
       registers,
@@ -69,12 +69,12 @@ export class Metrics {
     this.duration.observe({ language }, result.wallMs / 1000)
     const { run } = result.phases
     const observe = (phase: string, ms: number | null) => { if (ms !== null && ms >= 0) this.phases.observe({ phase }, ms / 1000) }
-    observe('queue', result.phases.acquire)
-    observe('stage', run.started)
+    observe('queue', result.phases.acquireMs)
+    observe('stage', run.startedMs)
     // a run stopped by a limit has no done: it ran until its output closed
-    observe('run', run.started !== null ? (run.done ?? run.closed) - run.started : null)
-    observe('collect', run.done !== null ? run.closed - run.done : null)
-    observe('store', result.phases.store)
+    observe('run', run.startedMs !== null ? (run.doneMs ?? run.closedMs) - run.startedMs : null)
+    observe('collect', run.doneMs !== null ? run.closedMs - run.doneMs : null)
+    observe('store', result.phases.storeMs)
   }
 
   recordRejected (language: string): void {

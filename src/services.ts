@@ -10,7 +10,9 @@ import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
 import { WorkerPool, type WorkerProvider } from './pool/worker-pool.ts'
-import { Zygote } from './pool/zygote.ts'
+import { Zygote, channelDirFor } from './pool/zygote.ts'
+import { ZygoteSet } from './pool/zygotes.ts'
+import { MAX_JOB_MESSAGE_BYTES, MAX_WORKER_MESSAGE_BYTES } from './exec/job-budget.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
@@ -58,9 +60,10 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
 
   const started = Date.now()
   let pool: WorkerProvider
+  let zygotes: ZygoteSet | null
   let metrics: Metrics | null = null
   try {
-    pool = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms))
+    ({ pool, zygotes } = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
@@ -114,29 +117,39 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     close: async () => {
       await sweeper.stop()
       await pool.close()
+      await zygotes?.close()
       await cgroups?.close()
       await runtime.remove()
     },
   }
 }
 
-async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<WorkerProvider> {
+/**
+ * Worker slots per zygote: every single-use worker the pool may hold at once, spread over the zygotes,
+ * plus room for workers still being cleaned up after their run (a slot is free again only once its
+ * worker's cgroup is empty).
+ */
+export function slotsPerZygote (pool: Config['pool']): number {
+  return Math.ceil(pool.max / pool.zygotes) * 2 + 2
+}
+
+async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, zygotes: ZygoteSet | null }> {
   if (config.pool.mode === 'cold') {
     // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
     const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
-    return new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000)
+    return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), zygotes: null }
   }
-  const slotCount = Math.ceil(config.pool.max / config.pool.zygotes) * 2 + 2
-  return await WorkerPool.start({
+  const slotCount = slotsPerZygote(config.pool)
+  const zygotes = await ZygoteSet.start(config.pool.zygotes, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
+  const pool = new WorkerPool(zygotes, {
     min: config.pool.min,
     max: config.pool.max,
-    zygotes: config.pool.zygotes,
     acquireTimeoutMs: config.pool.queueTimeoutMs,
     maxQueue: config.pool.maxQueue,
-    startZygote: (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount),
     onSpawn,
     log,
   })
+  return { pool, zygotes }
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {
@@ -149,11 +162,13 @@ function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: 
     cgroups,
     sandboxDir: runtime.sandboxDir,
     etcDir: runtime.etcDir,
+    channelDir: channelDirFor(runtime.root, index),
     pythonPath: config.jail.pythonPath,
     zygoteUid,
     slotUidBase: zygoteUid + 1,
     slotCount,
     workerLimits: { memoryBytes: limits.memoryBytes, pidsMax: limits.pidsMax, cpus: limits.cpus },
+    messageBytes: { toWorker: MAX_JOB_MESSAGE_BYTES, fromWorker: MAX_WORKER_MESSAGE_BYTES },
     sandboxConfig: {
       preload: config.jail.preloadModules,
       workdir_bytes: limits.workdirBytes,

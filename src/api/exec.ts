@@ -4,7 +4,8 @@ import { errors, isApiError } from '../errors.ts'
 import type { UserConcurrency } from '../exec/admission.ts'
 import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
-import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages.ts'
+import { formatBudget, JOB_BUDGET_BYTES, jobBytes } from '../exec/job-budget.ts'
+import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages/index.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
@@ -30,13 +31,17 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
     if (language === null) {
       throw errors.unsupportedLanguage(`Unsupported language "${body.lang}". Warden runs: ${SUPPORTED_LANGUAGES.join(', ')}.`)
     }
+    const bytes = jobBytes(body.code, body.args ?? [])
+    if (bytes > JOB_BUDGET_BYTES) {
+      throw errors.payloadTooLarge(`The code and args are ${bytes} bytes; the limit is ${formatBudget()} together.`)
+    }
     const identity = requestIdentity(request, body.user_id)
-    if (deps.logCode) request.log.debug({ language, code: body.code, args: body.args }, 'code submitted')
+    if (deps.logCode) request.log.debug({ language: language.id, code: body.code, args: body.args }, 'code submitted')
     let leave: () => void
     try {
       leave = deps.admission.enter(identity)
     } catch (error) {
-      deps.metrics.recordRejected(language)
+      deps.metrics.recordRejected(language.id)
       throw error
     }
     const result = await execute({
@@ -51,17 +56,17 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       identity,
       timeoutMs: body.timeout,
     }, deps).catch((error: unknown) => {
-      deps.metrics.recordRejected(language)
+      deps.metrics.recordRejected(language.id)
       // a run cut short because the server is stopping says so, not that the sandbox broke
       if (deps.isDraining() && isApiError(error) && error.code === errors.jailUnavailable.code) {
         throw errors.shuttingDown('Warden is shutting down and stopped this execution before it finished; retry.', {}, { cause: error })
       }
       throw error
     }).finally(leave)
-    deps.metrics.recordExecution(language, result)
+    deps.metrics.recordExecution(language.id, result)
     request.log.info({
       sessionId: result.sessionId,
-      language,
+      language: language.id,
       outcome: result.outcome.status,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,

@@ -1,16 +1,19 @@
 import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import { errors } from '../errors.ts'
-import type { RunPhases, RuntimeLanguage, Worker, WorkerRun } from '../pool/worker.ts'
+import type { RunPhases } from '../pool/run.ts'
+import type { Worker } from '../pool/worker.ts'
 import { PoolBusyError, PoolUnavailableError } from '../pool/worker-pool.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
+import { collectRun, type CollectedRun } from './collect-run.ts'
 import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
+import type { LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
 import { OutputCollector } from './outputs.ts'
 
 export interface ExecutionRequest {
-  language: RuntimeLanguage
+  language: LanguageDescriptor
   code: string
   args: string[]
   files: InputRef[]
@@ -31,12 +34,12 @@ export interface ExecutionResult {
 }
 
 /** ms spent in each step of one execution */
-export interface ExecutionPhases { resolve: number, acquire: number, run: RunPhases, store: number }
+export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: RunPhases, storeMs: number }
 
-/** What the pipeline needs from the pool: a worker per execution, given back after. */
+/** What an execution needs from the pool: a worker, given back after its one run. */
 export interface WorkerSource {
   acquire (): Promise<Worker>
-  release (worker: Worker): Promise<void>
+  release (worker: Worker): void
 }
 
 export interface ExecDeps {
@@ -54,36 +57,32 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const sessionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, sessionId, request.identity, limits)
-  const worker = await workers.acquire().catch((error: unknown) => {
-    if (error instanceof PoolBusyError) {
-      throw errors.rateLimited(`${error.message} Retry after ${error.retryAfterSeconds} s.`, { retry_after_seconds: error.retryAfterSeconds })
-    }
-    throw error instanceof PoolUnavailableError ? errors.jailUnavailable(error.message, {}, { cause: error }) : error
-  })
+  const worker = await acquire(workers)
   const acquireMs = clock.lap()
-  let run: WorkerRun
+  let run: CollectedRun
   try {
-    run = await worker.run({
-      language: request.language,
+    run = await collectRun(worker.start({
+      program: request.language.program,
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
-      timeoutMs,
-      maxStdoutBytes: limits.maxStdoutBytes,
-      maxStderrBytes: limits.maxStderrBytes,
+      cpuSeconds: cpuSecondsFor(timeoutMs),
+      keep: false,
       outputs,
-    })
+    }), { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes })
   } catch (error) {
     await outputs.discard()
     throw error
   } finally {
     // never serves another execution: destroyed, and refilled off the request path
-    workers.release(worker).catch(() => {})
+    workers.release(worker)
   }
-  if (run.failure !== null && run.vanished && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
+  // the jail died, or the worker broke before the code started: not the program's doing, so no outcome
+  const brokeBeforeStart = run.vanished && run.phases.startedMs === null && run.protocolViolation === null
+  if ((run.jailLost || brokeBeforeStart) && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
     await outputs.discard()
     // the detail (zygote, slot, signal) is for the log, not for the client
-    throw errors.jailUnavailable('The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure) })
+    throw errors.jailUnavailable('The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
   clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
@@ -100,7 +99,23 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     deletedFiles: outcome.status === 'ok' ? run.deletedInputs : [],
     outcome,
     wallMs: run.wallMs,
-    phases: { resolve: resolveMs, acquire: acquireMs, run: run.phases, store: clock.lap() },
+    phases: { resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
+  }
+}
+
+/** RLIMIT_CPU behind the wall-clock limit: a second more, so the wall clock ends a run first. */
+export function cpuSecondsFor (timeoutMs: number): number {
+  return Math.ceil(timeoutMs / 1000) + 1
+}
+
+async function acquire (workers: WorkerSource): Promise<Worker> {
+  try {
+    return await workers.acquire()
+  } catch (error) {
+    if (error instanceof PoolBusyError) {
+      throw errors.rateLimited(`${error.message} Retry after ${error.retryAfterSeconds} s.`, { retry_after_seconds: error.retryAfterSeconds })
+    }
+    throw error instanceof PoolUnavailableError ? errors.jailUnavailable(error.message, {}, { cause: error }) : error
   }
 }
 

@@ -1,6 +1,6 @@
 import { canAccess, type Identity } from '../auth/identity.ts'
 import { errors } from '../errors.ts'
-import type { WorkerInput } from '../pool/worker.ts'
+import type { WorkerInput } from '../pool/run.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { validateFileName } from '../storage/file-names.ts'
 
@@ -35,12 +35,20 @@ export async function resolveInputs (refs: InputRef[], store: FileStore, workdir
     byName.set(checked.name, { ref: { ...ref, name: checked.name }, file })
   }
   const inputs = [...byName.values()]
-  const totalBytes = inputs.reduce((sum, input) => sum + input.file.size, 0)
-  if (totalBytes > workdirBytes) {
+  refuseFileFolderClash(inputs.map((input) => input.ref.name))
+  const footprint = workdirFootprint(inputs.map((input) => input.file.size))
+  if (footprint > workdirBytes) {
     throw errors.inputsTooLarge(
-      `The input files total ${totalBytes} bytes, more than the work directory quota of ${workdirBytes} bytes.`)
+      `The input files take ${footprint} bytes of /mnt/data (whole 4 KiB pages), more than its quota of ${workdirBytes} bytes.`)
   }
   return inputs
+}
+
+const PAGE_BYTES = 4096
+
+/** What files of these sizes take on the work directory's tmpfs: whole pages each. */
+export function workdirFootprint (sizes: number[]): number {
+  return sizes.reduce((sum, size) => sum + Math.ceil(size / PAGE_BYTES) * PAGE_BYTES, 0)
 }
 
 /** How a worker reads an input: streamed from the store, marking it used. */
@@ -54,4 +62,21 @@ export function toWorkerInputs (inputs: ResolvedInput[], store: FileStore): Work
       for await (const chunk of opened.stream) yield chunk as Uint8Array
     },
   }))
+}
+
+/**
+ * `a` and `a/b` cannot both exist under /mnt/data: one would have to be a file and a folder at once.
+ * Refused here, before any worker is taken (an outside attack run found it costing a worker).
+ */
+function refuseFileFolderClash (names: string[]): void {
+  const files = new Set(names)
+  for (const name of names) {
+    const parts = name.split('/')
+    for (let depth = 1; depth < parts.length; depth++) {
+      const folder = parts.slice(0, depth).join('/')
+      if (files.has(folder)) {
+        throw errors.invalidFileName(`Input files "${folder}" and "${name}" clash: "${folder}" cannot be a file and a folder at once.`)
+      }
+    }
+  }
 }

@@ -1,5 +1,5 @@
 import type { ExecutionLimits } from '../config.ts'
-import type { WorkerRun } from '../pool/worker.ts'
+import type { CollectedRun } from './collect-run.ts'
 
 /**
  * How a run ended, decided from exit status, the server's own timer and cgroup counters; never from
@@ -51,7 +51,7 @@ function formatSeconds (ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`
 }
 
-export function classifyOutcome (run: WorkerRun, limits: Pick<ExecutionLimits, 'memoryBytes' | 'maxStdoutBytes' | 'maxStderrBytes'>, timeoutMs: number): Outcome {
+export function classifyOutcome (run: CollectedRun, limits: Pick<ExecutionLimits, 'memoryBytes' | 'maxStdoutBytes' | 'maxStderrBytes'>, timeoutMs: number): Outcome {
   const oomKilled = (run.counters?.oomKills ?? 0) > 0
   const truncated = run.stdoutTruncated || run.stderrTruncated
   const signal = signalName(run.signal ?? (run.vanished ? 9 : null))
@@ -67,6 +67,9 @@ export function classifyOutcome (run: WorkerRun, limits: Pick<ExecutionLimits, '
   }
   if (run.stderrTruncated) {
     return { ...base, status: 'EL', explanation: `Output exceeded the limit of ${formatBytes(limits.maxStderrBytes)} on stderr; it was truncated and the execution was stopped.` }
+  }
+  if (run.protocolViolation !== null) {
+    return { ...base, status: 'killed', explanation: 'Execution was stopped: the program wrote to the sandbox\'s control channel (fd 3) or broke it.' }
   }
   if (run.vanished || run.signal !== null) {
     return { ...base, status: 'killed', explanation: `Execution was terminated by ${signal ?? 'a signal'}.` }

@@ -1,6 +1,6 @@
 import { ownerFor, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
-import type { OutputFile, OutputSink } from '../pool/worker.ts'
+import type { OutputFile, OutputSink } from '../pool/run.ts'
 import { FileTooLargeError, type FileStore, type FileWriter, type StoredFile } from '../storage/file-store.ts'
 import { validateFileName } from '../storage/file-names.ts'
 

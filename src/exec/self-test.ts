@@ -1,6 +1,10 @@
 import type { ExecutionLimits } from '../config.ts'
-import type { OutputSink, Worker, WorkerJob, WorkerRun } from '../pool/worker.ts'
-import type { WorkerSource } from './execute.ts'
+import type { OutputSink } from '../pool/run.ts'
+import type { Worker } from '../pool/worker.ts'
+import { collectRun, type CollectedRun } from './collect-run.ts'
+import { cpuSecondsFor, type WorkerSource } from './execute.ts'
+import { bash } from './languages/bash.ts'
+import { python } from './languages/python.ts'
 
 export interface SelfTestCheck { name: string, ok: boolean, detail: string }
 export interface SelfTestReport { passed: boolean, checks: SelfTestCheck[], durationMs: number }
@@ -84,31 +88,34 @@ async function withWorker<T> (workers: WorkerSource, use: (worker: Worker) => Pr
   try {
     return await use(worker)
   } finally {
-    await workers.release(worker)
+    workers.release(worker)
   }
 }
 
-function job (language: 'python' | 'bash', code: string, limits: ExecutionLimits): WorkerJob {
-  return {
-    language,
+const CANARY_TIMEOUT_MS = 10_000
+
+/** One canary run in `worker`, collected as /exec would. */
+async function runCanary (worker: Worker, language: 'python' | 'bash', code: string, limits: Pick<ExecutionLimits, 'maxStdoutBytes' | 'maxStderrBytes'>): Promise<CollectedRun> {
+  const run = worker.start({
+    program: (language === 'python' ? python : bash).program,
     code,
     args: [],
     inputs: [],
-    timeoutMs: 10_000,
-    maxStdoutBytes: limits.maxStdoutBytes,
-    maxStderrBytes: limits.maxStderrBytes,
+    cpuSeconds: cpuSecondsFor(CANARY_TIMEOUT_MS),
+    keep: false,
     outputs: NO_OUTPUTS,
-  }
+  })
+  return await collectRun(run, { timeoutMs: CANARY_TIMEOUT_MS, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes })
 }
 
-function describeRun (run: WorkerRun): string {
+function describeRun (run: CollectedRun): string {
   return `exit ${run.exitCode}, signal ${run.signal}, stderr ${JSON.stringify(run.stderr.toString('utf8').slice(-300))}`
 }
 
 async function isolationChecks (workers: WorkerSource, serverPort: number): Promise<SelfTestCheck[]> {
-  const run = await withWorker(workers, (worker) => worker.run(job('python', ISOLATION_PROBE.replace('PORT', String(serverPort)), {
+  const run = await withWorker(workers, (worker) => runCanary(worker, 'python', ISOLATION_PROBE.replace('PORT', String(serverPort)), {
     maxStdoutBytes: 65_536, maxStderrBytes: 65_536,
-  } as ExecutionLimits)))
+  }))
   let seen: Record<string, unknown>
   try {
     seen = JSON.parse(run.stdout.toString('utf8')) as Record<string, unknown>
@@ -129,13 +136,13 @@ async function isolationChecks (workers: WorkerSource, serverPort: number): Prom
 
 async function memoryCheck (workers: WorkerSource, limits: ExecutionLimits): Promise<SelfTestCheck[]> {
   const bytes = limits.memoryBytes + 64 * 1024 * 1024
-  const run = await withWorker(workers, (worker) => worker.run(job('python', `data = b'\\x01' * ${bytes}\nprint('not stopped')`, limits)))
+  const run = await withWorker(workers, (worker) => runCanary(worker, 'python', `data = b'\\x01' * ${bytes}\nprint('not stopped')`, limits))
   const ok = (run.counters?.oomKills ?? 0) > 0 && !run.stdout.toString().includes('not stopped')
   return [{ name: 'memory limit enforced', ok, detail: ok ? `${bytes} bytes were refused` : describeRun(run) }]
 }
 
 async function pidsCheck (workers: WorkerSource, limits: ExecutionLimits): Promise<SelfTestCheck[]> {
-  const run = await withWorker(workers, (worker) => worker.run(job('python', PIDS_PROBE.replace('LIMIT', String(limits.pidsMax)), limits)))
+  const run = await withWorker(workers, (worker) => runCanary(worker, 'python', PIDS_PROBE.replace('LIMIT', String(limits.pidsMax)), limits))
   const made = Number(run.stdout.toString().trim())
   const ok = Number.isInteger(made) && made > 0 && made < limits.pidsMax
   return [{ name: 'pids limit enforced', ok, detail: ok ? `${made} of ${limits.pidsMax} processes could be made` : describeRun(run) }]
@@ -143,7 +150,7 @@ async function pidsCheck (workers: WorkerSource, limits: ExecutionLimits): Promi
 
 async function leftoverCheck (workers: WorkerSource): Promise<SelfTestCheck[]> {
   const survivors = await withWorker(workers, async (worker) => {
-    const run = await worker.run(job('bash', LEFTOVER_PROBE, { maxStdoutBytes: 65_536, maxStderrBytes: 65_536 } as ExecutionLimits))
+    const run = await runCanary(worker, 'bash', LEFTOVER_PROBE, { maxStdoutBytes: 65_536, maxStderrBytes: 65_536 })
     return run.stdout.toString() === 'started\n' ? await worker.survivors() : -1
   })
   const ok = survivors === 0

@@ -7,6 +7,8 @@ export interface BindMount { hostPath: string, jailPath: string }
 export const JAIL_PATHS = {
   sandbox: '/opt/warden/sandbox',
   cgroup: '/run/warden/cgroup',
+  /** the zygote's channel listener (src/pool/channels.ts), which workers connect to before isolating */
+  channel: '/run/warden/channel',
   /** paths a worker covers with an empty tmpfs before user code: the zygote's private view */
   hidden: ['/run/warden', '/opt/warden'],
 } as const
@@ -25,7 +27,7 @@ export interface JailSpec {
   slotUidBase: number
   slotCount: number
   binds: BindMount[]
-  /** inherited sockets after stdin/stdout/stderr: the control socket, then 3 per slot */
+  /** inherited fds after stdin/stdout/stderr: the zygote's control socket */
   inheritedFdCount: number
 }
 

@@ -1,16 +1,16 @@
 import type { Worker } from './worker.ts'
-import type { PoolStats } from './worker-pool.ts'
+import type { PoolStats, WorkerProvider } from './worker-pool.ts'
 import type { Zygote } from './zygote.ts'
 
 /**
  * The baseline the benchmark compares against: no prewarming. Every execution starts a fresh jail and
  * a fresh interpreter with nothing preloaded, runs, and the jail is torn down. Same jails, same
- * limits, same protocol: only the pool is missing.
+ * limits, same protocol: only the pool is missing. Its statistics count what it did, nothing more.
  */
-export class ColdWorkers {
+export class ColdWorkers implements WorkerProvider {
   private readonly zygotes = new Map<Worker, Zygote>()
   private nextIndex = 0
-  private spawned = 0
+  private started = 0
 
   constructor (private readonly startZygote: (index: number) => Promise<Zygote>, private readonly maxIndex: number) {}
 
@@ -18,10 +18,10 @@ export class ColdWorkers {
     const index = this.nextIndex
     this.nextIndex = (this.nextIndex + 1) % this.maxIndex
     const zygote = await this.startZygote(index)
+    this.started++
     try {
       const worker = await zygote.spawnWorker()
       this.zygotes.set(worker, zygote)
-      this.spawned++
       return worker
     } catch (error) {
       await zygote.close()
@@ -29,11 +29,11 @@ export class ColdWorkers {
     }
   }
 
-  async release (worker: Worker): Promise<void> {
+  release (worker: Worker): void {
     worker.dispose()
     const zygote = this.zygotes.get(worker)
     this.zygotes.delete(worker)
-    await zygote?.close()
+    zygote?.close().catch(() => {})
   }
 
   stats (): PoolStats {
@@ -42,12 +42,12 @@ export class ColdWorkers {
       busy: this.zygotes.size,
       starting: 0,
       waiting: 0,
-      zygotesAlive: 1,
-      zygotes: 1,
-      spawned: this.spawned,
+      zygotesAlive: this.zygotes.size,
+      zygotes: this.zygotes.size,
+      spawned: this.started,
       acquiredWarm: 0,
-      acquiredCold: this.spawned,
-      jailsStarted: this.spawned,
+      acquiredCold: this.started,
+      jailsStarted: this.started,
       slots: {},
     }
   }

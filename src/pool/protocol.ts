@@ -1,22 +1,24 @@
 /**
  * The server's half of the worker protocol (the other half is sandbox/frames.py; the reference is
- * sandbox/README.md). A frame is 1 type byte, a 4-byte big-endian payload length, then the payload.
+ * sandbox/README.md). A frame is 1 type byte, a 4-byte big-endian payload length, then the payload. A
+ * message larger than one frame travels as `continued` frames followed by one frame of its own type.
  *
- * A worker slot's three sockets are reused by successive workers, so every stream also carries fences:
- * 16 random bytes written after a worker's last byte (by the worker itself when it finishes, and by the
- * zygote once the worker's whole pid namespace is gone). Nobody can forge the zygote's fence: it is drawn
- * after the worker is dead. Everything before a fence belongs to that worker; nothing after it does.
+ * Every worker has its own three connections (control, stdout, stderr) that nothing else holds, so a
+ * stream's end is its EOF. Within a live worker's streams, each run's output ends at a marker the server
+ * chose for that run (16 random bytes sent with the job) and the worker writes after the run's last byte.
  */
 
 export const FrameType = {
+  continued: 0x2b, // +  both ways: the first parts of a message whose last frame carries its type
+  data: 0x44, // D  both ways: raw bytes of an input (to the worker) or an output file (from it)
+  message: 0x4d, // M  both ways: JSON between the server and the running code (tool calls, display data)
   job: 0x4a, // J  server -> worker: JSON job, followed by the inputs' DATA frames
-  data: 0x44, // D  raw bytes of an input (to the worker) or an output (from it)
   ready: 0x52, // R  worker -> server: isolated and waiting for a job
   started: 0x53, // S  inputs staged, user code starting
   output: 0x4f, // O  an output file begins: JSON {name}
   outputEnd: 0x45, // E  the output file ends: JSON {size}
-  done: 0x58, // X  JSON {exit_code, signal, deleted, notes, discarded, fence}
-  failed: 0x46, // F  JSON {message}: the worker could not set itself up
+  done: 0x58, // X  the run is over: JSON {exit_code, signal, deleted, notes, discarded, ...}
+  failed: 0x46, // F  JSON {message}: the worker could not set itself up or broke down
 } as const
 
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType]
@@ -25,208 +27,122 @@ export const HEADER_BYTES = 5
 /** Frames from a worker are untrusted: anything larger is a protocol violation, not an allocation. */
 export const MAX_FRAME_PAYLOAD = 1 << 20
 export const DATA_CHUNK_BYTES = 256 * 1024
-export const FENCE_BYTES = 16
+export const MARKER_BYTES = 16
 
 export interface Frame { type: number, payload: Buffer }
 
-export function encodeFrame (type: FrameTypeCode, payload: Uint8Array = Buffer.alloc(0)): Buffer {
+function frameHeader (type: number, length: number): Buffer {
   const header = Buffer.allocUnsafe(HEADER_BYTES)
   header.writeUInt8(type, 0)
-  header.writeUInt32BE(payload.length, 1)
-  return Buffer.concat([header, payload])
+  header.writeUInt32BE(length, 1)
+  return header
 }
 
-export function encodeJsonFrame (type: FrameTypeCode, message: unknown): Buffer {
-  return encodeFrame(type, Buffer.from(JSON.stringify(message)))
+/** One frame; the payload must fit in a frame (DATA chunks, small messages). */
+export function encodeFrame (type: FrameTypeCode, payload: Uint8Array = Buffer.alloc(0)): Buffer {
+  if (payload.length > MAX_FRAME_PAYLOAD) throw new RangeError(`a frame payload of ${payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`)
+  return Buffer.concat([frameHeader(type, payload.length), payload])
 }
 
-export class ProtocolError extends Error {
-  override name = 'ProtocolError'
-}
-
-/** Keep at least this much of a stream's end: a fence not yet announced may be in it. */
-const TAIL_BYTES = 2 * FENCE_BYTES
-
-function indexOfFence (window: Buffer, fences: Buffer[]): { at: number, fence: Buffer } | null {
-  let best: { at: number, fence: Buffer } | null = null
-  for (const fence of fences) {
-    const at = window.indexOf(fence)
-    if (at >= 0 && (best === null || at < best.at)) best = { at, fence }
+/** One message of any size: `continued` frames for all but its last MAX_FRAME_PAYLOAD bytes. */
+export function encodeMessage (type: FrameTypeCode, payload: Uint8Array): Buffer {
+  const parts: Uint8Array[] = []
+  let offset = 0
+  for (; payload.length - offset > MAX_FRAME_PAYLOAD; offset += MAX_FRAME_PAYLOAD) {
+    parts.push(frameHeader(FrameType.continued, MAX_FRAME_PAYLOAD), payload.subarray(offset, offset + MAX_FRAME_PAYLOAD))
   }
-  return best
+  parts.push(frameHeader(type, payload.length - offset), payload.subarray(offset))
+  return Buffer.concat(parts)
+}
+
+export function encodeJsonMessage (type: FrameTypeCode, message: unknown): Buffer {
+  return encodeMessage(type, Buffer.from(JSON.stringify(message)))
 }
 
 /**
- * Frame parser for a slot's control socket. It delivers the worker's frames until the worker's last
- * frame (done or failed) or a protocol violation, then only watches for the zygote's fence, after
- * which the socket is clean for the next worker.
- *
- * The zygote's fence may arrive before it is announced. If the worker died in the middle of a frame,
- * the fence bytes can then complete that frame and be parsed away as its payload; so the last bytes of
- * the raw stream are kept apart and searched too (nothing follows the zygote's fence).
+ * Parser for a worker's control stream: whole messages (continuation frames joined), at most
+ * `maxMessageBytes` each. A violation (a frame over the limit, a message over the budget) is recorded
+ * once, and nothing is parsed after it: the worker is then ended by its owner.
  */
 export class FrameDecoder {
   private buffer: Buffer = Buffer.alloc(0)
-  private recent: Buffer = Buffer.alloc(0)
-  private fence: Buffer | null = null
-  private state: 'parsing' | 'finished' | 'fenced' = 'parsing'
-  /**
-   * While a job runs, the worker may die mid-frame at any time and the zygote's fence follow: a frame
-   * ending in the stream's last FENCE_BYTES bytes could have been completed by the fence's first bytes,
-   * so it is held back until more bytes (at the latest the worker's own fence after `done`) arrive.
-   */
-  holdBack = false
+  private parts: Buffer[] = []
+  private partsBytes = 0
   violation: string | null = null
 
-  get isFenced (): boolean { return this.state === 'fenced' }
+  constructor (private readonly maxMessageBytes: number) {}
 
   push (chunk: Buffer): Frame[] {
-    if (this.state === 'fenced') return []
+    if (this.violation !== null) return []
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
-    this.recent = tail(Buffer.concat([this.recent, chunk]), TAIL_BYTES)
-    return this.drain()
-  }
-
-  /** The zygote's fence, announced on its control channel once the worker is gone. */
-  setFence (fence: Buffer): Frame[] {
-    this.fence = fence
-    return this.state === 'fenced' ? [] : this.drain()
-  }
-
-  reset (): void {
-    this.buffer = Buffer.alloc(0)
-    this.recent = Buffer.alloc(0)
-    this.fence = null
-    this.state = 'parsing'
-    this.holdBack = false
-    this.violation = null
-  }
-
-  private drain (): Frame[] {
-    const found = this.fence === null ? null : indexOfFence(this.buffer, [this.fence])
-    const limit = found !== null
-      ? found.at
-      : this.holdBack || this.fence !== null ? this.buffer.length - FENCE_BYTES : this.buffer.length
-    const frames = this.state === 'parsing' ? this.parse(limit) : []
-    if (found !== null || (this.fence !== null && this.recent.includes(this.fence))) {
-      this.state = 'fenced'
-      this.buffer = Buffer.alloc(0)
-      this.recent = Buffer.alloc(0)
-    } else if (this.state === 'finished') {
-      this.buffer = tail(this.buffer, TAIL_BYTES)
-    }
-    return frames
-  }
-
-  private parse (limit: number): Frame[] {
     const frames: Frame[] = []
     let offset = 0
-    while (this.state === 'parsing' && limit - offset >= HEADER_BYTES) {
+    while (this.buffer.length - offset >= HEADER_BYTES) {
       const type = this.buffer.readUInt8(offset)
       const length = this.buffer.readUInt32BE(offset + 1)
       if (length > MAX_FRAME_PAYLOAD) {
-        this.violation = `frame of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`
-        this.state = 'finished'
+        this.violation = `a frame of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`
         break
       }
-      if (limit - offset < HEADER_BYTES + length) break
-      frames.push({ type, payload: this.buffer.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length) })
+      if (this.partsBytes + length > this.maxMessageBytes) {
+        this.violation = `a message of more than ${this.maxMessageBytes} bytes`
+        break
+      }
+      if (this.buffer.length - offset < HEADER_BYTES + length) break
+      const payload = this.buffer.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length)
       offset += HEADER_BYTES + length
-      if (type === FrameType.done || type === FrameType.failed) this.state = 'finished'
+      if (type === FrameType.continued) {
+        this.parts.push(Buffer.from(payload))
+        this.partsBytes += length
+        continue
+      }
+      frames.push({ type, payload: this.parts.length === 0 ? payload : Buffer.concat([...this.parts, payload]) })
+      this.parts = []
+      this.partsBytes = 0
     }
-    this.buffer = this.buffer.subarray(offset)
+    this.buffer = this.violation === null ? this.buffer.subarray(offset) : Buffer.alloc(0)
     return frames
   }
-}
 
-function tail (bytes: Buffer, size: number): Buffer {
-  return bytes.length <= size ? bytes : bytes.subarray(bytes.length - size)
+  /** Bytes of an unfinished frame or message: left over when the stream ends mid-frame. */
+  get pendingBytes (): number { return this.buffer.length + this.partsBytes }
 }
 
 /**
- * Collects one output stream (stdout or stderr) of a worker, keeping at most `maxBytes`. The worker's
- * bytes are those before the first fence in the stream: its own (written when it finishes) or the
- * zygote's, whichever comes first, in whatever order they are announced. Bytes after the worker's fence
- * are read and dropped until the zygote's fence cleans the socket.
+ * One run's part of a worker's stdout or stderr: the bytes before the run's marker, delivered as they
+ * come. The last MARKER_BYTES - 1 bytes are held back until more arrive, since they may be the start of
+ * the marker. Bytes after the marker (written by processes the run left running) are handed to `rest`.
  */
-export class FencedCollector {
-  private readonly chunks: Buffer[] = []
-  private keptBytes = 0
-  private receivedBytes = 0
-  private recent: Buffer = Buffer.alloc(0)
-  private readonly fences: Buffer[] = []
-  private zygoteFence: Buffer | null = null
-  private outputBytes: number | null = null
-  private overflowReported = false
-  private fenced = false
+export class RunStream {
+  private held: Buffer = Buffer.alloc(0)
+  private ended = false
 
-  constructor (private readonly maxBytes: number, private readonly onOverflow: () => void) {}
+  constructor (private readonly marker: Buffer, private readonly deliver: (chunk: Buffer) => void) {}
 
-  /** The worker's bytes (at most maxBytes), once a fence has closed them; null until then. */
-  get output (): Buffer | null {
-    return this.outputBytes === null ? null : Buffer.concat(this.chunks).subarray(0, Math.min(this.outputBytes, this.maxBytes))
-  }
+  get isEnded (): boolean { return this.ended }
 
-  get truncated (): boolean { return (this.outputBytes ?? this.receivedBytes) > this.maxBytes }
-  get isFenced (): boolean { return this.fenced }
-
-  push (chunk: Buffer): void {
-    if (this.fenced) return
-    const windowStart = this.receivedBytes - this.recent.length
-    const window = Buffer.concat([this.recent, chunk])
-    this.receivedBytes += chunk.length
-    this.recent = tail(window, TAIL_BYTES)
-    this.search(window, windowStart)
-    if (this.outputBytes === null) {
-      this.keep(chunk)
-    } else {
-      // keep up to the fence only: what follows it is not the worker's output
-      this.keep(chunk.subarray(0, Math.max(0, this.outputBytes - (this.receivedBytes - chunk.length))))
+  /** Returns the bytes after the marker once it is found (the stream then belongs to the next run). */
+  push (chunk: Buffer): Buffer | null {
+    if (this.ended) return chunk
+    const window = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk])
+    const at = window.indexOf(this.marker)
+    if (at >= 0) {
+      if (at > 0) this.deliver(window.subarray(0, at))
+      this.ended = true
+      this.held = Buffer.alloc(0)
+      return window.subarray(at + this.marker.length)
     }
-    this.checkOverflow()
+    const keep = Math.min(window.length, this.marker.length - 1)
+    if (window.length > keep) this.deliver(window.subarray(0, window.length - keep))
+    this.held = Buffer.from(window.subarray(window.length - keep))
+    return null
   }
 
-  /** Announce a fence: the worker's own (from its done frame) or the zygote's (the worker is gone). */
-  expectFence (fence: Buffer, fromZygote: boolean): void {
-    if (fromZygote) this.zygoteFence = fence
-    this.fences.push(fence)
-    // the fence may have arrived before its announcement, even after the zygote's own fence
-    this.search(Buffer.concat(this.chunks), 0)
-    if (!this.fenced) this.search(this.recent, this.receivedBytes - this.recent.length)
-    this.checkOverflow()
-  }
-
-  private search (window: Buffer, windowStart: number): void {
-    for (const fence of [...this.fences]) {
-      const at = window.indexOf(fence)
-      if (at < 0) continue
-      const position = windowStart + at
-      if (this.outputBytes === null || position < this.outputBytes) this.outputBytes = position
-      if (fence === this.zygoteFence) this.fenced = true
-      this.fences.splice(this.fences.indexOf(fence), 1)
-    }
-  }
-
-  private keep (bytes: Buffer): void {
-    const room = this.maxBytes + FENCE_BYTES - this.keptBytes
-    if (room > 0 && bytes.length > 0) {
-      const slice = bytes.subarray(0, room)
-      this.chunks.push(slice)
-      this.keptBytes += slice.length
-    }
-  }
-
-  /**
-   * Report an overflow once: as soon as it is certain. While the output is open, a fence not yet
-   * announced may be in its last FENCE_BYTES, so only more than that counts.
-   */
-  private checkOverflow (): void {
-    if (this.overflowReported) return
-    const over = this.outputBytes === null
-      ? this.receivedBytes > this.maxBytes + FENCE_BYTES
-      : this.outputBytes > this.maxBytes
-    if (!over) return
-    this.overflowReported = true
-    this.onOverflow()
+  /** The stream closed (the worker is gone): what was held back was the run's too. */
+  end (): void {
+    if (this.ended) return
+    if (this.held.length > 0) this.deliver(this.held)
+    this.held = Buffer.alloc(0)
+    this.ended = true
   }
 }

@@ -1,315 +1,238 @@
+import type { Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
 import type { CgroupCounters } from '../jail/cgroup.ts'
-import {
-  DATA_CHUNK_BYTES, FencedCollector, FrameType, encodeFrame, encodeJsonFrame, type Frame,
-} from './protocol.ts'
-import type { SlotChannel } from './slot.ts'
+import type { WorkerSockets } from './channels.ts'
+import { FrameDecoder, FrameType, MARKER_BYTES, type Frame } from './protocol.ts'
+import { Run, type RunLink, type WorkerJob } from './run.ts'
 
-export type RuntimeLanguage = 'python' | 'bash'
+/** How a worker ended; `jailLost` when its whole jail (the zygote) went away. */
+export interface ExitStatus { code: number | null, signal: number | null, jailLost?: boolean }
 
-export interface WorkerInput {
-  name: string
-  size: number
-  read: () => AsyncIterable<Uint8Array>
+/** What a worker needs from the slot it occupies; every call is a no-op once the slot moved on. */
+export interface SlotLink {
+  kill (reason: string): void
+  interrupt (): void
+  readCounters (): Promise<CgroupCounters | null>
+  /** processes left in the slot's cgroup once the worker is gone (null without cgroups) */
+  survivors (): Promise<number | null>
+  /** resolves when the zygote reported the worker's exit (or the zygote is gone) */
+  readonly exited: Promise<ExitStatus>
 }
 
-/** Where output files go as they stream out of the worker; the pipeline decides whether to keep them. */
-export interface OutputSink {
-  open (name: string): Promise<OutputFile | null>
-}
-export interface OutputFile {
-  write (chunk: Uint8Array): Promise<void>
-  close (sizeReported: number): Promise<void>
-  abort (): Promise<void>
-}
+/** The largest message each way: a whole job to the worker, a report or message from it. */
+export interface MessageBudget { toWorker: number, fromWorker: number }
 
-export interface WorkerJob {
-  language: RuntimeLanguage
-  code: string
-  args: string[]
-  inputs: WorkerInput[]
-  timeoutMs: number
-  maxStdoutBytes: number
-  maxStderrBytes: number
-  outputs: OutputSink
-}
-
-export interface WorkerRun {
-  exitCode: number | null
-  signal: number | null
-  stdout: Buffer
-  stderr: Buffer
-  stdoutTruncated: boolean
-  stderrTruncated: boolean
-  timedOut: boolean
-  /** the worker never reported completion: it died (OOM, signal) or broke the protocol */
-  vanished: boolean
-  failure: string | null
-  deletedInputs: string[]
-  /** new or changed files the worker did not send because the code failed */
-  discardedOutputs: number
-  notes: string[]
-  counters: CgroupCounters | null
-  wallMs: number
-  /** ms from the start of run() to each step, for logs and metrics */
-  phases: RunPhases
-}
-
-export interface RunPhases { sent: number, started: number | null, done: number | null, closed: number, counted: number }
-
-interface DoneMessage { exit_code?: unknown, signal?: unknown, deleted?: unknown, notes?: unknown, discarded?: unknown, fence?: unknown }
-
-/** Grace after a kill before the run is given up on and the zygote is suspected. */
-const KILL_GRACE_MS = 5_000
+/** Output of processes a live worker's run left running, kept for the next run; more is dropped. */
+const MAX_BETWEEN_RUNS_BYTES = 64 * 1024
 
 /**
- * One warm, isolated worker: it runs exactly one job and is never reused, so no two executions (let
- * alone two sessions) ever share a process, a /tmp or a /mnt/data.
+ * One isolated worker process and its own three connections. It runs one job at a time; a single-use
+ * worker exits after its job, a live worker (`keep`) waits for the next. Nothing it does to its sockets
+ * reaches any other worker: they were made for it alone (channels.ts).
  */
 export class Worker {
-  private used = false
-  /** wall time of the run, once it is over */
-  runMs: number | null = null
+  /** resolves when the worker reported ready (isolated, waiting for a job) */
+  readonly ready: Promise<{ setupMs: number }>
+  private readyWaiter: { resolve: (value: { setupMs: number }) => void, reject: (error: Error) => void } | null = null
+  private readonly decoder: FrameDecoder
+  private run: Run | null = null
+  private busy = false
+  private gone = false
+  private exitStatus: ExitStatus | null = null
+  private readonly ended = { control: false, stdout: false, stderr: false }
+  private readonly between = { stdout: [] as Buffer[], stderr: [] as Buffer[], bytes: 0 }
+  private readonly pausedBy = new Set<string>()
+  /** wall time of the last run, once it is over */
+  lastRunMs: number | null = null
 
-  constructor (readonly id: string, private readonly channel: SlotChannel) {}
+  constructor (readonly id: string, private readonly sockets: WorkerSockets, private readonly slot: SlotLink, private readonly messageBytes: MessageBudget) {
+    this.decoder = new FrameDecoder(messageBytes.fromWorker)
+    this.ready = new Promise((resolve, reject) => { this.readyWaiter = { resolve, reject } })
+    this.ready.catch(() => {})
+    this.listen(sockets.control, 'control', (chunk) => this.onControl(chunk))
+    this.listen(sockets.stdout, 'stdout', (chunk) => this.onStream('stdout', chunk))
+    this.listen(sockets.stderr, 'stderr', (chunk) => this.onStream('stderr', chunk))
+    slot.exited.then((status) => this.onExit(status), () => this.onExit({ code: null, signal: null }))
+  }
 
-  get isAlive (): boolean { return this.channel.isAlive }
+  get isAlive (): boolean { return !this.gone && this.exitStatus === null }
+  get isBusy (): boolean { return this.busy }
+  /** resolves when the worker process is gone */
+  get exited (): Promise<ExitStatus> { return this.slot.exited }
 
-  /** Stage inputs, run the code, stream outputs to the sink, and classify nothing: just report. */
-  async run (job: WorkerJob): Promise<WorkerRun> {
-    if (this.used) throw new Error('a worker runs one job only')
-    this.used = true
-    const run = await new WorkerRunner(this.channel, job).run()
-    this.runMs = run.wallMs
+  /** Start a job. One at a time: the previous run must be over, and a single-use worker runs once. */
+  start (job: WorkerJob): Run {
+    if (!this.isAlive) throw new Error('the worker is gone')
+    if (this.busy || this.run !== null) throw new Error('the worker is running another job')
+    this.busy = true
+    const link: RunLink = {
+      write: (bytes) => this.write(bytes),
+      interrupt: () => this.slot.interrupt(),
+      kill: (reason) => this.kill(reason),
+      readCounters: () => this.slot.readCounters(),
+      pressure: (source, paused) => this.pressure(source, paused),
+    }
+    const run = new Run(link, job, randomBytes(MARKER_BYTES), this.messageBytes.toWorker)
+    this.run = run
+    // output of processes an earlier run left running comes first, then what already ended
+    for (const chunk of this.between.stdout.splice(0)) this.feed('stdout', chunk)
+    for (const chunk of this.between.stderr.splice(0)) this.feed('stderr', chunk)
+    this.between.bytes = 0
+    for (const stream of ['stdout', 'stderr'] as const) if (this.ended[stream]) this.endStream(stream)
+    if (this.ended.control) run.onControlEnd()
+    if (this.exitStatus !== null) run.onExit(this.exitStatus.signal, this.exitStatus.jailLost === true)
+    run.done.then((result) => { this.lastRunMs = result.wallMs }, () => {}).finally(() => {
+      if (this.run === run) this.run = null
+      // a live worker takes the next job; a single-use one never runs again
+      if (job.keep) this.busy = false
+    })
     return run
   }
 
-  /** After run(): processes the job left behind once its worker is gone (0 is the only good answer). */
+  /** SIGINT to the code this worker runs. */
+  interrupt (): void { this.slot.interrupt() }
+
+  /** Kill the worker and everything it started; its slot cleans itself up once it is gone. */
+  kill (reason: string): void {
+    if (this.gone) return
+    this.slot.kill(reason)
+  }
+
+  /** Processes its runs left behind once the worker is gone (0 is the only good answer; null without cgroups). */
   async survivors (): Promise<number | null> {
-    return await this.channel.survivors()
+    return await this.slot.survivors()
   }
 
-  /** Kill whatever still runs and let the slot clean itself up in the background. */
+  /** Done with it: kill whatever still runs and let go of its connections. */
   dispose (): void {
-    this.channel.release()
-  }
-}
-
-class WorkerRunner {
-  private readonly started = performance.now()
-  private readonly stdout: FencedCollector
-  private readonly stderr: FencedCollector
-  private timedOut = false
-  private failure: string | null = null
-  private done: DoneMessage | null = null
-  private exitStatus: { code: number | null, signal: number | null } | null = null
-  private controlDrained = false
-  private frameQueue: Promise<void> = Promise.resolve()
-  private queuedFrames = 0
-  private currentOutput: Promise<OutputFile | null> | null = null
-  private finish: () => void = () => {}
-  private readonly timers: NodeJS.Timeout[] = []
-  private readonly phases: Partial<RunPhases> = {}
-
-  constructor (private readonly channel: SlotChannel, private readonly job: WorkerJob) {
-    this.stdout = new FencedCollector(job.maxStdoutBytes, () => this.kill('stdout limit'))
-    this.stderr = new FencedCollector(job.maxStderrBytes, () => this.kill('stderr limit'))
+    this.kill('released')
+    this.gone = true
+    this.readyWaiter?.reject(new Error('the worker was disposed'))
+    this.readyWaiter = null
+    // the sockets close by themselves once the worker is dead; a run still going sees their end
+    this.slot.exited.finally(() => {
+      for (const socket of Object.values(this.sockets)) socket.destroy()
+    }).catch(() => {})
   }
 
-  async run (): Promise<WorkerRun> {
-    const finished = new Promise<void>((resolve) => { this.finish = resolve })
-    this.channel.attach({
-      frame: (frame) => this.onFrame(frame),
-      stdout: (chunk) => { this.stdout.push(chunk); this.checkFinished() },
-      stderr: (chunk) => { this.stderr.push(chunk); this.checkFinished() },
-      exited: (status, fence) => {
-        this.exitStatus = status
-        this.stdout.expectFence(fence, true)
-        this.stderr.expectFence(fence, true)
-        this.checkFinished()
-      },
-      controlDrained: () => {
-        this.controlDrained = true
-        this.checkFinished()
-      },
-      lost: (reason) => {
-        this.failure ??= reason
-        this.finish()
-      },
-    })
-    // the slot's cgroup outlives its workers: count this run as the difference
-    const baseline = await this.channel.readCounters()
-    this.timers.push(setTimeout(() => { this.timedOut = true; this.kill('timeout') }, this.job.timeoutMs))
-    try {
-      await this.sendJob()
-      this.phases.sent = this.elapsed()
-    } catch (error) {
-      this.failure ??= `could not send the job to the worker: ${(error as Error).message}`
-      this.kill('send failure')
-    }
-    await finished
-    for (const timer of this.timers) clearTimeout(timer)
-    await this.frameQueue
-    this.phases.closed = this.elapsed()
-    const counters = since(baseline, await this.channel.readCounters())
-    this.phases.counted = this.elapsed()
-    return this.result(counters)
+  private listen (socket: Socket, name: 'control' | 'stdout' | 'stderr', onData: (chunk: Buffer) => void): void {
+    socket.on('data', onData)
+    socket.on('error', () => {}) // a reset is the end of the stream, seen as 'close'
+    socket.once('close', () => this.endStream(name))
+    socket.resume()
   }
 
-  private async sendJob (): Promise<void> {
-    const job = {
-      lang: this.job.language,
-      code: this.job.code,
-      args: this.job.args,
-      cpu_seconds: Math.ceil(this.job.timeoutMs / 1000) + 1,
-      files: this.job.inputs.map((input) => ({ name: input.name, size: input.size })),
-    }
-    await this.channel.write(encodeJsonFrame(FrameType.job, job))
-    for (const input of this.job.inputs) {
-      let sent = 0
-      for await (const chunk of input.read()) {
-        for (let offset = 0; offset < chunk.length; offset += DATA_CHUNK_BYTES) {
-          const piece = chunk.subarray(offset, offset + DATA_CHUNK_BYTES)
-          await this.channel.write(encodeFrame(FrameType.data, piece))
-          sent += piece.length
-        }
-      }
-      if (sent !== input.size) throw new Error(`input ${input.name} changed size while being sent`)
+  private onControl (chunk: Buffer): void {
+    const frames = this.decoder.push(chunk)
+    for (const frame of frames) this.onFrame(frame)
+    if (this.decoder.violation !== null) {
+      const violation = this.decoder.violation
+      this.decoder.violation = null // reported once
+      if (this.run !== null) this.run.onProtocolViolation(violation)
+      else this.failSetup(`the worker broke the protocol: ${violation}`)
     }
   }
 
   private onFrame (frame: Frame): void {
-    this.queuedFrames++
-    if (this.queuedFrames > 8) this.channel.pause()
-    this.frameQueue = this.frameQueue
-      .then(() => this.handleFrame(frame))
-      .catch((error: Error) => {
-        this.failure ??= `output handling failed: ${error.message}`
-        this.kill('output failure')
-      })
-      .finally(() => {
-        this.queuedFrames--
-        if (this.queuedFrames <= 2) this.channel.resume()
-      })
+    if (this.readyWaiter !== null) {
+      if (frame.type === FrameType.ready) {
+        const setupMs = Number(parseSetup(frame.payload))
+        this.readyWaiter.resolve({ setupMs })
+        this.readyWaiter = null
+      } else {
+        const message = frame.type === FrameType.failed ? frame.payload.toString('utf8').slice(0, 500) : `unexpected frame ${frame.type} before ready`
+        this.failSetup(`worker setup failed: ${message}`)
+      }
+      return
+    }
+    if (this.run !== null && !this.run.isFinished) {
+      this.run.onFrame(frame)
+      return
+    }
+    // between runs nobody asked for anything: the code left running in a live worker wrote to fd 3
+    this.kill('frame between runs')
   }
 
-  private async handleFrame (frame: Frame): Promise<void> {
-    switch (frame.type) {
-      case FrameType.ready:
-        return
-      case FrameType.started:
-        this.phases.started = this.elapsed()
-        return
-      case FrameType.output: {
-        const { name } = parseJson(frame.payload) as { name?: unknown }
-        this.currentOutput = typeof name === 'string' ? this.job.outputs.open(name) : Promise.resolve(null)
-        return
-      }
-      case FrameType.data: {
-        const output = await this.currentOutput
-        await output?.write(frame.payload)
-        return
-      }
-      case FrameType.outputEnd: {
-        const output = await this.currentOutput
-        this.currentOutput = null
-        const { size } = parseJson(frame.payload) as { size?: unknown }
-        await output?.close(typeof size === 'number' ? size : -1)
-        return
-      }
-      case FrameType.done: {
-        this.done = parseJson(frame.payload) as DoneMessage
-        this.phases.done = this.elapsed()
-        const fence = typeof this.done.fence === 'string' ? Buffer.from(this.done.fence, 'hex') : null
-        if (fence !== null && fence.length === 16) {
-          this.stdout.expectFence(fence, false)
-          this.stderr.expectFence(fence, false)
-        }
-        this.checkFinished()
-        return
-      }
-      case FrameType.failed: {
-        const { message } = parseJson(frame.payload) as { message?: unknown }
-        this.failure = typeof message === 'string' ? message : 'the worker failed'
-        this.kill('worker failure')
-        return
-      }
-      default:
-        this.failure ??= `unexpected frame type ${frame.type}`
-        this.kill('protocol violation')
+  private onStream (stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    if (this.run !== null && !this.run.isFinished) {
+      this.feed(stream, chunk)
+      return
+    }
+    this.keepBetweenRuns(stream, chunk)
+  }
+
+  private feed (stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    const run = this.run
+    if (run === null) return this.keepBetweenRuns(stream, chunk)
+    const rest = stream === 'stdout' ? run.onStdout(chunk) : run.onStderr(chunk)
+    if (rest !== null && rest.length > 0) this.keepBetweenRuns(stream, rest)
+  }
+
+  private keepBetweenRuns (stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    if (this.between.bytes + chunk.length > MAX_BETWEEN_RUNS_BYTES) return
+    this.between[stream].push(chunk)
+    this.between.bytes += chunk.length
+  }
+
+  private endStream (name: 'control' | 'stdout' | 'stderr'): void {
+    this.ended[name] = true
+    if (name === 'control') {
+      this.failSetup('the worker closed its control channel during setup')
+      this.run?.onControlEnd()
+    } else if (name === 'stdout') {
+      this.run?.onStdoutEnd()
+    } else {
+      this.run?.onStderrEnd()
     }
   }
 
-  private elapsed (): number {
-    return Math.round((performance.now() - this.started) * 100) / 100
+  private onExit (status: ExitStatus): void {
+    this.exitStatus = status
+    this.failSetup(`the worker exited during setup (code ${status.code}, signal ${status.signal})`)
+    this.run?.onExit(status.signal, status.jailLost === true)
   }
 
-  /**
-   * Finished when both output streams are closed by a fence, and either the worker reported done or it
-   * is gone and every frame it sent has been read (a paused control socket may still hold its done).
-   */
-  private checkFinished (): void {
-    const outputsClosed = this.stdout.output !== null && this.stderr.output !== null
-    if (outputsClosed && (this.done !== null || (this.exitStatus !== null && this.controlDrained))) this.finish()
+  private failSetup (reason: string): void {
+    if (this.readyWaiter === null) return
+    this.readyWaiter.reject(new Error(reason))
+    this.readyWaiter = null
+    this.kill('setup failed')
   }
 
-  private kill (reason: string): void {
-    this.channel.kill(reason)
-    // if even a kill brings no exit notice, give up rather than hang the request
-    this.timers.push(setTimeout(() => {
-      this.failure ??= 'the worker did not stop after being killed'
-      this.finish()
-    }, KILL_GRACE_MS))
+  private async write (bytes: Buffer): Promise<void> {
+    const socket = this.sockets.control
+    if (socket.destroyed || this.ended.control || !this.isAlive) throw new Error('the worker is gone')
+    if (socket.write(bytes)) return
+    await new Promise<void>((resolve, reject) => {
+      const onDrain = () => { cleanup(); resolve() }
+      const onGone = () => { cleanup(); reject(new Error('the worker is gone')) }
+      const cleanup = () => {
+        socket.off('drain', onDrain)
+        socket.off('close', onGone)
+        clearInterval(watch)
+      }
+      // the worker's death closes the socket; a worker that lives on but stops reading is ended by its run's limit
+      const watch = setInterval(() => { if (!this.isAlive) onGone() }, 250)
+      socket.once('drain', onDrain)
+      socket.once('close', onGone)
+    })
   }
 
-  private result (counters: CgroupCounters | null): WorkerRun {
-    const done = this.done
-    const exitCode = done !== null && typeof done.exit_code === 'number' ? done.exit_code : null
-    const signal = done !== null ? (typeof done.signal === 'number' ? done.signal : null) : (this.exitStatus?.signal ?? null)
-    return {
-      exitCode,
-      signal,
-      stdout: this.stdout.output ?? Buffer.alloc(0),
-      stderr: this.stderr.output ?? Buffer.alloc(0),
-      stdoutTruncated: this.stdout.truncated,
-      stderrTruncated: this.stderr.truncated,
-      timedOut: this.timedOut,
-      vanished: done === null,
-      failure: this.failure,
-      deletedInputs: stringArray(done?.deleted),
-      discardedOutputs: typeof done?.discarded === 'number' ? done.discarded : 0,
-      notes: stringArray(done?.notes),
-      counters,
-      wallMs: performance.now() - this.started,
-      phases: {
-        sent: this.phases.sent ?? 0,
-        started: this.phases.started ?? null,
-        done: this.phases.done ?? null,
-        closed: this.phases.closed ?? 0,
-        counted: this.phases.counted ?? 0,
-      },
+  private pressure (source: string, paused: boolean): void {
+    if (paused) this.pausedBy.add(source)
+    else this.pausedBy.delete(source)
+    for (const socket of Object.values(this.sockets)) {
+      if (this.pausedBy.size > 0) socket.pause()
+      else socket.resume()
     }
   }
 }
 
-function since (baseline: CgroupCounters | null, now: CgroupCounters | null): CgroupCounters | null {
-  if (baseline === null || now === null) return now
-  return {
-    oomKills: now.oomKills - baseline.oomKills,
-    memoryPeakBytes: now.memoryPeakBytes,
-    cpuUsageUs: now.cpuUsageUs === null || baseline.cpuUsageUs === null ? null : now.cpuUsageUs - baseline.cpuUsageUs,
-    pidsPeak: now.pidsPeak,
-  }
-}
-
-function parseJson (payload: Buffer): unknown {
+function parseSetup (payload: Buffer): number {
   try {
-    const value: unknown = JSON.parse(payload.toString('utf8'))
-    return typeof value === 'object' && value !== null ? value : {}
+    const value = (JSON.parse(payload.toString('utf8')) as { setup_ms?: unknown }).setup_ms
+    return typeof value === 'number' ? value : 0
   } catch {
-    return {}
+    return 0
   }
-}
-
-function stringArray (value: unknown): string[] {
-  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string').slice(0, 1000) : []
 }

@@ -420,11 +420,11 @@ for (const driver of availableDrivers()) {
         await assertStillServing(server)
       })
 
-      test('Bash inherits only fds 0, 1 and 2', async () => {
+      test('Bash inherits only fds 0, 1 and 2 (and holds its own script on 255)', async () => {
         // listed by a child (ls), so that no descriptor of the listing itself shows; `; true` keeps bash
         // from exec'ing ls in its own place
-        const { body } = await run(server, 'bash', 'ls /proc/$$/fd; true')
-        assert.equal(body.stdout, '0\n1\n2\n', describeRun(body))
+        const { body } = await run(server, 'bash', 'ls /proc/$$/fd; readlink /proc/$$/fd/255; true')
+        assert.equal(body.stdout, '0\n1\n2\n255\n/tmp/.warden/main.sh\n', describeRun(body))
         await assertStillServing(server)
       })
 

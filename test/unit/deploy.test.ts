@@ -28,8 +28,8 @@ test('the image pins nsjail, installs the data stack, runs tini as PID 1 and has
   }
   assert.match(dockerfile, /ENTRYPOINT \["\/usr\/bin\/tini", "--"/)
   assert.match(dockerfile, /^HEALTHCHECK /m)
-  assert.match(dockerfile, /MPLCONFIGDIR=\/usr\/local\/share\/warden\/matplotlib/, 'the font cache lands where sandbox/zygote.py looks')
-  assert.match(read('sandbox/zygote.py'), /PREBUILT_MATPLOTLIB_CACHE = "\/usr\/local\/share\/warden\/matplotlib"/)
+  assert.match(dockerfile, /MPLCONFIGDIR=\/usr\/local\/share\/warden\/matplotlib/, 'the font cache lands where sandbox/preload.py looks')
+  assert.match(read('sandbox/preload.py'), /PREBUILT_MATPLOTLIB_CACHE = "\/usr\/local\/share\/warden\/matplotlib"/)
 })
 
 test('the shipped seccomp profile is Docker\'s default plus an unconditional allow of the jail\'s syscalls', () => {

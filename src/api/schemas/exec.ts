@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { formatBudget } from '../../exec/job-budget.ts'
 import { IdSchema } from './common.ts'
 
 const wellFormed = (value: string) => value.isWellFormed() && !value.includes('\0')
@@ -23,7 +24,8 @@ export const ExecFileRef = z.object({
  */
 export const ExecBodySchema = z.object({
   lang: z.string().min(1).max(32),
-  code: z.string().max(4 * 1024 * 1024).refine(wellFormed, NO_NUL),
+  code: z.string().refine(wellFormed, NO_NUL)
+    .describe(`at most ${formatBudget()} together with args (UTF-8 bytes); more is refused with 413`),
   args: z.array(z.string().max(64 * 1024).refine(wellFormed, NO_NUL)).max(1024).optional(),
   files: z.array(ExecFileRef).max(1000).optional(),
   user_id: z.string().optional(),

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { LIBRECHAT_LANGUAGES, resolveLanguage, SUPPORTED_LANGUAGES } from '../../../src/exec/languages.ts'
+import { LIBRECHAT_LANGUAGES, resolveLanguage, SUPPORTED_LANGUAGES } from '../../../src/exec/languages/index.ts'
 
 test('resolveLanguage maps py, python and python3 to python and bash and sh to bash', () => {
-  for (const lang of ['py', 'python', 'python3']) assert.equal(resolveLanguage(lang), 'python', lang)
-  for (const lang of ['bash', 'sh']) assert.equal(resolveLanguage(lang), 'bash', lang)
+  for (const lang of ['py', 'python', 'python3']) assert.equal(resolveLanguage(lang)?.id, 'python', lang)
+  for (const lang of ['bash', 'sh']) assert.equal(resolveLanguage(lang)?.id, 'bash', lang)
 })
 
 test('resolveLanguage ignores case and surrounding whitespace', () => {
-  assert.equal(resolveLanguage('PY'), 'python')
-  assert.equal(resolveLanguage(' Python3\n'), 'python')
-  assert.equal(resolveLanguage('\tBash '), 'bash')
+  assert.equal(resolveLanguage('PY')?.id, 'python')
+  assert.equal(resolveLanguage(' Python3\n')?.id, 'python')
+  assert.equal(resolveLanguage('\tBash ')?.id, 'bash')
 })
 
 test('resolveLanguage returns null for languages Warden does not run', () => {
@@ -30,7 +30,7 @@ test('every LibreChat lang either resolves to a runtime or is refused with null,
   assert.equal(LIBRECHAT_LANGUAGES.length, 13)
   const runnable = LIBRECHAT_LANGUAGES.filter((lang) => resolveLanguage(lang) !== null)
   assert.deepEqual(runnable, ['py', 'bash'])
-  for (const lang of LIBRECHAT_LANGUAGES) assert.ok(['python', 'bash', null].includes(resolveLanguage(lang)), lang)
+  for (const lang of LIBRECHAT_LANGUAGES) assert.ok(['python', 'bash', null].includes(resolveLanguage(lang)?.id ?? null), lang)
 })
 
 test('SUPPORTED_LANGUAGES lists exactly the lang values that resolve', () => {

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { classifyOutcome, formatBytes, signalName } from '../../../src/exec/outcome.ts'
-import type { WorkerRun } from '../../../src/pool/worker.ts'
+import type { CollectedRun } from '../../../src/exec/collect-run.ts'
 
 const MiB = 1024 * 1024
 const limits = { memoryBytes: 512 * MiB, maxStdoutBytes: MiB, maxStderrBytes: 64 * 1024 }
 
 /** A run that exited 0 with nothing to report; each test changes what it is about. */
-function run (changes: Partial<WorkerRun> = {}): WorkerRun {
+function run (changes: Partial<CollectedRun> = {}): CollectedRun {
   return {
     exitCode: 0,
     signal: null,
@@ -17,13 +17,18 @@ function run (changes: Partial<WorkerRun> = {}): WorkerRun {
     stderrTruncated: false,
     timedOut: false,
     vanished: false,
+    failedStep: null,
+    protocolViolation: null,
+    jailLost: false,
+    stepTimedOut: false,
+    interrupted: false,
     failure: null,
     deletedInputs: [],
     discardedOutputs: 0,
     notes: [],
     counters: { oomKills: 0, memoryPeakBytes: 10 * MiB, cpuUsageUs: 1000, pidsPeak: 1 },
     wallMs: 12,
-    phases: { sent: 1, started: 2, done: 10, closed: 11, counted: 12 },
+    phases: { sentMs: 1, startedMs: 2, doneMs: 10, closedMs: 11, countedMs: 12 },
     ...changes,
   }
 }

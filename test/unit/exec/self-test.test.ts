@@ -3,7 +3,8 @@ import { test } from 'node:test'
 import type { ExecutionLimits } from '../../../src/config.ts'
 import type { WorkerSource } from '../../../src/exec/execute.ts'
 import { runSelfTest } from '../../../src/exec/self-test.ts'
-import type { Worker, WorkerJob, WorkerRun } from '../../../src/pool/worker.ts'
+import type { Worker } from '../../../src/pool/worker.ts'
+import { FakeWorker } from '../../helpers/fake-worker.ts'
 
 const limits = { memoryBytes: 256 * 2 ** 20, pidsMax: 64, maxStdoutBytes: 65_536, maxStderrBytes: 65_536 } as ExecutionLimits
 
@@ -13,34 +14,14 @@ interface Jail { isolation?: Partial<typeof SAFE>, oomKills?: number, forks?: nu
 
 /** Workers that answer each canary as a jail with the given properties would. */
 function fakeWorkers (jail: Jail): WorkerSource {
-  const runFor = (job: WorkerJob): WorkerRun => {
-    let stdout = ''
-    let oomKills = 0
-    if (job.code.includes('interfaces')) stdout = JSON.stringify({ ...SAFE, ...jail.isolation })
-    else if (job.code.includes("b'\\x01'")) oomKills = jail.oomKills ?? 1
-    else if (job.code.includes('os.fork')) stdout = `${jail.forks ?? 60}\n`
-    else stdout = 'started\n'
-    return {
-      exitCode: oomKills > 0 ? null : 0,
-      signal: oomKills > 0 ? 9 : null,
-      stdout: Buffer.from(stdout),
-      stderr: Buffer.alloc(0),
-      stdoutTruncated: false,
-      stderrTruncated: false,
-      timedOut: false,
-      vanished: oomKills > 0,
-      failure: null,
-      deletedInputs: [],
-      discardedOutputs: 0,
-      notes: [],
-      counters: { oomKills, memoryPeakBytes: null, cpuUsageUs: null, pidsPeak: null },
-      wallMs: 1,
-      phases: { sent: 0, started: 0, done: 0, closed: 0, counted: 0 },
-    }
-  }
   return {
-    acquire: async () => ({ run: async (job: WorkerJob) => runFor(job), survivors: async () => jail.survivors ?? 0 }) as unknown as Worker,
-    release: async () => {},
+    acquire: async () => new FakeWorker((job) => {
+      if (job.code.includes('interfaces')) return { stdout: JSON.stringify({ ...SAFE, ...jail.isolation }) }
+      if (job.code.includes("b'\\x01'")) return (jail.oomKills ?? 1) > 0 ? { vanish: true, oomKills: jail.oomKills ?? 1 } : { stdout: 'not stopped\n' }
+      if (job.code.includes('os.fork')) return { stdout: `${jail.forks ?? 60}\n` }
+      return { stdout: 'started\n' }
+    }, jail.survivors ?? 0) as unknown as Worker,
+    release: () => {},
   }
 }
 

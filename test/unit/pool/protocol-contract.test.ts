@@ -6,7 +6,8 @@ import { test } from 'node:test'
 import {
   DATA_CHUNK_BYTES,
   encodeFrame,
-  encodeJsonFrame,
+  encodeJsonMessage,
+  encodeMessage,
   type Frame,
   FrameDecoder,
   FrameType,
@@ -19,11 +20,12 @@ import {
 
 const sandboxDir = path.resolve(import.meta.dirname, '..', '..', '..', 'sandbox')
 const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
+const BUDGET = 16 * MAX_FRAME_PAYLOAD
 
 /** Run `script` with sandbox/ on sys.path, `input` on stdin; returns stdout, fails the test on a non-zero exit. */
 function runPython (script: string, input: Buffer = Buffer.alloc(0)): Buffer {
   const prelude = `import sys\nsys.path.insert(0, ${JSON.stringify(sandboxDir)})\nimport frames\n`
-  const result = spawnSync(python, ['-c', prelude + script], { input, maxBuffer: 64 * 1024 * 1024 })
+  const result = spawnSync(python, ['-c', prelude + script], { input, maxBuffer: 256 * 1024 * 1024 })
   if (result.error) throw result.error
   assert.equal(result.status, 0, `python exited ${result.status}: ${result.stderr.toString()}`)
   return result.stdout
@@ -35,8 +37,9 @@ test('Python and TypeScript agree on the frame type codes, header size and size 
   const constants = JSON.parse(runPython(`
 import json
 print(json.dumps({
-  "job": frames.JOB, "data": frames.DATA, "ready": frames.READY, "started": frames.STARTED,
-  "output": frames.OUTPUT, "outputEnd": frames.OUTPUT_END, "done": frames.DONE, "failed": frames.FAILED,
+  "continued": frames.CONTINUED, "data": frames.DATA, "message": frames.MESSAGE, "job": frames.JOB,
+  "ready": frames.READY, "started": frames.STARTED, "output": frames.OUTPUT, "outputEnd": frames.OUTPUT_END,
+  "done": frames.DONE, "failed": frames.FAILED,
   "header": frames.HEADER.size, "maxPayload": frames.MAX_PAYLOAD, "chunk": frames.CHUNK,
 }))`).toString('utf8'))
   assert.deepEqual(constants, {
@@ -47,7 +50,7 @@ print(json.dumps({
   })
 })
 
-test('frames written by Python send/send_json decode identically with FrameDecoder, in any chunking', () => {
+test('messages written by Python send/send_json decode identically with FrameDecoder, in any chunking', () => {
   const message = { name: 'résumé 📈.csv', size: 3, nested: { list: [1, null, true], quote: '"\\' } }
   const stdout = runPython(`
 import json
@@ -57,29 +60,33 @@ frames.send_json(fd, frames.OUTPUT, json.loads(${JSON.stringify(JSON.stringify(m
 frames.send(fd, frames.DATA, bytes(range(256)))
 frames.send(fd, frames.DATA, b"")
 frames.send(fd, frames.DATA, bytes(range(256)) * 1024)
-frames.send_json(fd, frames.DONE, {"exit_code": 0, "signal": None, "fence": "00" * 16})
+frames.send(fd, frames.MESSAGE, bytes(range(256)) * 9000)
+frames.send_json(fd, frames.DONE, {"exit_code": 0, "signal": None})
 `)
+  const big = Buffer.concat(Array.from({ length: 9000 }, () => allBytes))
   const check = (got: Frame[]) => {
-    assert.deepEqual(got.map((frame) => frame.type), [FrameType.ready, FrameType.output, FrameType.data, FrameType.data, FrameType.data, FrameType.done])
-    const [ready, output, data, empty, large, done] = got
+    assert.deepEqual(got.map((frame) => frame.type), [FrameType.ready, FrameType.output, FrameType.data, FrameType.data, FrameType.data, FrameType.message, FrameType.done])
+    const [ready, output, data, empty, large, joined, done] = got
     assert.equal(ready?.payload.length, 0)
     assert.deepEqual(JSON.parse(output?.payload.toString('utf8') ?? ''), message)
     assert.deepEqual(data?.payload, allBytes)
     assert.equal(empty?.payload.length, 0)
     assert.deepEqual(large?.payload, Buffer.concat(Array.from({ length: 1024 }, () => allBytes)))
-    assert.deepEqual(JSON.parse(done?.payload.toString('utf8') ?? ''), { exit_code: 0, signal: null, fence: '00'.repeat(16) })
+    assert.ok(joined?.payload.equals(big), 'a message of 2.2 MiB arrives whole, its continuation frames joined')
+    assert.deepEqual(JSON.parse(done?.payload.toString('utf8') ?? ''), { exit_code: 0, signal: null })
   }
 
-  const whole = new FrameDecoder()
+  const whole = new FrameDecoder(BUDGET)
   check(whole.push(stdout))
   assert.equal(whole.violation, null)
 
   let seed = 7
-  for (let round = 0; round < 50; round++) {
-    const decoder = new FrameDecoder()
+  for (let round = 0; round < 30; round++) {
+    const decoder = new FrameDecoder(BUDGET)
     const got: Frame[] = []
-    for (let offset = 0; offset < stdout.length;) {
-      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648
+    let offset = 0
+    while (offset < stdout.length) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
       const size = 1 + (seed % 70_000)
       got.push(...decoder.push(stdout.subarray(offset, offset + size)))
       offset += size
@@ -88,24 +95,25 @@ frames.send_json(fd, frames.DONE, {"exit_code": 0, "signal": None, "fence": "00"
   }
 })
 
-test('frames encoded by encodeFrame are read back by Python\'s FrameReader byte for byte', () => {
+test('frames and messages encoded by the server are read back by Python\'s FrameReader byte for byte', () => {
+  const job = Buffer.from(JSON.stringify({ runner: 'python', code: `# ${'é'.repeat(1_200_000)}\nprint(1)`, files: [{ name: 'a b.csv', size: 256 }] }))
+  assert.ok(job.length > 2 * MAX_FRAME_PAYLOAD, 'the job needs continuation frames')
   const sent: Array<[number, Buffer]> = [
-    [FrameType.job, Buffer.from(JSON.stringify({ lang: 'python', code: 'print("é")', files: [{ name: 'a b.csv', size: 256 }] }))],
+    [FrameType.job, job],
     [FrameType.data, allBytes],
     [FrameType.data, Buffer.alloc(0)],
     [FrameType.data, Buffer.alloc(DATA_CHUNK_BYTES, 0xa5)],
-    [FrameType.ready, Buffer.alloc(0)],
+    [FrameType.message, Buffer.alloc(MAX_FRAME_PAYLOAD, 7)],
   ]
-  const input = Buffer.concat(sent.map(([type, payload]) => encodeFrame(type as typeof FrameType.data, payload)))
+  const input = Buffer.concat(sent.map(([type, payload]) => encodeMessage(type as typeof FrameType.data, payload)))
   const echoed = JSON.parse(runPython(`
 import json
-reader = frames.FrameReader(sys.stdin.fileno())
+reader = frames.FrameReader(sys.stdin.fileno(), ${BUDGET})
 out = []
 while True:
     try:
         kind, payload = reader.read()
-    except frames.ProtocolError as error:
-        assert str(error) == "control channel closed", error
+    except frames.ChannelClosed:
         break
     out.append([kind, payload.hex()])
 print(json.dumps(out))
@@ -113,12 +121,12 @@ print(json.dumps(out))
   assert.deepEqual(echoed, sent.map(([type, payload]) => [type, payload.toString('hex')]))
 })
 
-test('Python\'s read_json parses an encodeJsonFrame job and refuses a frame of another type', () => {
-  const job = { lang: 'bash', code: 'echo "$1"', args: ['ü', ''], cpu_seconds: 31, files: [] }
-  const input = Buffer.concat([encodeJsonFrame(FrameType.job, job), encodeJsonFrame(FrameType.ready, {})])
+test('Python\'s read_json parses a job message and refuses a message of another type', () => {
+  const job = { runner: 'steps', code: 'echo "$1"', args: ['ü', ''], cpu_seconds: 31, files: [] }
+  const input = Buffer.concat([encodeJsonMessage(FrameType.job, job), encodeJsonMessage(FrameType.ready, {})])
   const out = JSON.parse(runPython(`
 import json
-reader = frames.FrameReader(sys.stdin.fileno())
+reader = frames.FrameReader(sys.stdin.fileno(), ${BUDGET})
 job = reader.read_json(frames.JOB)
 try:
     reader.read_json(frames.JOB)
@@ -131,14 +139,14 @@ print(json.dumps({"job": job, "refused": refused}))
   assert.match(out.refused, /expected frame 'J', got 'R'/)
 })
 
-test('both halves accept a payload of exactly MAX_PAYLOAD bytes and refuse one byte more', () => {
+test('both halves accept a frame payload of exactly MAX_PAYLOAD bytes and refuse one byte more', () => {
   const atLimit = encodeFrame(FrameType.data, Buffer.alloc(MAX_FRAME_PAYLOAD, 1))
   const overHeader = Buffer.from([FrameType.data, 0, 0, 0, 0])
   overHeader.writeUInt32BE(MAX_FRAME_PAYLOAD + 1, 1)
   // only the header of the oversize frame is sent: the reader must refuse it without waiting for the payload
   const out = JSON.parse(runPython(`
 import json
-reader = frames.FrameReader(sys.stdin.fileno())
+reader = frames.FrameReader(sys.stdin.fileno(), ${BUDGET})
 kind, payload = reader.read()
 try:
     reader.read()
@@ -150,18 +158,26 @@ print(json.dumps({"first": [kind, len(payload)], "refused": refused}))
   assert.deepEqual(out.first, [FrameType.data, MAX_FRAME_PAYLOAD])
   assert.equal(out.refused, `frame of ${MAX_FRAME_PAYLOAD + 1} bytes exceeds ${MAX_FRAME_PAYLOAD}`)
 
-  const decoder = new FrameDecoder()
+  const decoder = new FrameDecoder(BUDGET)
   assert.equal(decoder.push(atLimit).length, 1)
   assert.deepEqual(decoder.push(overHeader), [])
-  assert.equal(decoder.violation, `frame of ${MAX_FRAME_PAYLOAD + 1} bytes exceeds ${MAX_FRAME_PAYLOAD}`)
+  assert.equal(decoder.violation, `a frame of ${MAX_FRAME_PAYLOAD + 1} bytes exceeds ${MAX_FRAME_PAYLOAD}`)
 })
 
-test('a Python frame over MAX_PAYLOAD written by send is refused by FrameDecoder', () => {
-  const stdout = runPython(`
-frames.send(sys.stdout.fileno(), frames.DATA, b"x" * (frames.MAX_PAYLOAD + 1))
-`)
-  assert.equal(stdout.length, HEADER_BYTES + MAX_FRAME_PAYLOAD + 1)
-  const decoder = new FrameDecoder()
-  assert.deepEqual(decoder.push(stdout), [])
-  assert.match(decoder.violation ?? '', /exceeds/)
+test('both halves refuse a message over their budget, even when every frame is within the frame limit', () => {
+  const budget = 3 * MAX_FRAME_PAYLOAD
+  const over = encodeMessage(FrameType.message, Buffer.alloc(budget + 1, 2))
+  const out = runPython(`
+reader = frames.FrameReader(sys.stdin.fileno(), ${budget})
+try:
+    reader.read()
+    print("accepted")
+except frames.ProtocolError as error:
+    print(error)
+`, over).toString('utf8').trim()
+  assert.equal(out, `message of more than ${budget} bytes`)
+  const decoder = new FrameDecoder(budget)
+  assert.deepEqual(decoder.push(over), [])
+  assert.equal(decoder.violation, `a message of more than ${budget} bytes`)
+  assert.equal(new FrameDecoder(budget).push(encodeMessage(FrameType.message, Buffer.alloc(budget, 2)))[0]?.payload.length, budget)
 })

@@ -1,83 +1,101 @@
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
-import { PassThrough } from 'node:stream'
 import { test } from 'node:test'
-import { encodeJsonFrame, FrameType } from '../../../src/pool/protocol.ts'
-import { Slot, type SlotHandlers, type SlotOwner } from '../../../src/pool/slot.ts'
+import { Slot, type SlotOwner } from '../../../src/pool/slot.ts'
 
 const settle = () => new Promise((resolve) => setImmediate(resolve))
 
-function permutations<T> (items: T[]): T[][] {
-  if (items.length <= 1) return [items]
-  return items.flatMap((item, index) =>
-    permutations([...items.slice(0, index), ...items.slice(index + 1)]).map((rest) => [item, ...rest]))
-}
-
-/** A slot on in-memory sockets, with an owner that records what the slot asked of it. */
-function slotOnPipes () {
-  const ctl = new PassThrough()
-  const out = new PassThrough()
-  const err = new PassThrough()
-  const calls = { kills: 0, cleans: 0, freed: 0 }
+/** A slot with an owner that records what the slot asked of it. */
+function slotWithOwner (options: { cleanFails?: boolean, processes?: number } = {}) {
+  const calls = { kills: 0, interrupts: 0, cleans: 0, freed: 0 }
   const owner: SlotOwner = {
     killSlot: () => { calls.kills++ },
-    readSlotCounters: async () => null,
-    countSlotProcesses: async () => null,
-    cleanSlot: async () => { calls.cleans++ },
+    interruptSlot: () => { calls.interrupts++ },
+    readSlotCounters: async () => ({ oomKills: 0, memoryPeakBytes: null, cpuUsageUs: 7, pidsPeak: null }),
+    countSlotProcesses: async () => options.processes ?? 0,
+    cleanSlot: async () => {
+      calls.cleans++
+      if (options.cleanFails === true) throw new Error('still busy')
+    },
     slotFreed: () => { calls.freed++ },
   }
-  return { slot: new Slot(0, ctl, out, err, owner), ctl, out, err, calls }
+  return { slot: new Slot(0, owner), calls }
 }
 
-const quietHandlers: SlotHandlers = {
-  frame: () => {}, stdout: () => {}, stderr: () => {}, exited: () => {}, controlDrained: () => {}, lost: () => {},
-}
-
-/** A slot whose worker reported ready and was handed to a job, as the pool does it. */
-async function runningSlot () {
-  const pipes = slotOnPipes()
-  const ready = pipes.slot.begin()
-  pipes.ctl.write(encodeJsonFrame(FrameType.ready, { setup_ms: 1 }))
-  await ready
-  const channel = pipes.slot.lease()
-  channel.attach(quietHandlers)
-  return { ...pipes, channel }
-}
-
-type Step = 'release' | 'exit report' | 'control fence' | 'stdout fence' | 'stderr fence'
-
-// The zygote writes its fence on the worker's three sockets, then reports the exit on its own channel:
-// under CPU contention Node may read these five things in any order, and the slot must come free in all.
-test('a released slot comes free whatever order the exit report and the three fences arrive in', async () => {
-  const steps: Step[] = ['release', 'exit report', 'control fence', 'stdout fence', 'stderr fence']
-  const stuck: string[] = []
-  for (const order of permutations(steps)) {
-    const { slot, channel, ctl, out, err, calls } = await runningSlot()
-    out.write('some output')
-    await settle()
-    const fence = randomBytes(16)
-    for (const step of order) {
-      if (step === 'release') channel.release()
-      else if (step === 'exit report') slot.onExited({ code: 0, signal: null }, fence)
-      else ({ 'control fence': ctl, 'stdout fence': out, 'stderr fence': err })[step].write(fence)
-      await settle()
-    }
-    await settle()
-    if (slot.state !== 'free' || calls.cleans !== 1 || calls.freed !== 1) stuck.push(`${order.join(' → ')}: ${slot.state}`)
-  }
-  assert.deepEqual(stuck, [])
-})
-
-test('a slot is not cleaned while its worker still holds the lease, even once everything has arrived', async () => {
-  const { slot, channel, ctl, out, err, calls } = await runningSlot()
-  const fence = randomBytes(16)
-  slot.onExited({ code: 0, signal: null }, fence)
-  for (const socket of [ctl, out, err]) socket.write(fence)
-  await settle()
-  assert.equal(slot.state, 'draining')
-  assert.equal(calls.cleans, 0)
-  channel.release()
+test('a slot goes free -> spawning -> occupied -> cleaning -> free, and is freed only after its cgroup was cleaned', async () => {
+  const { slot, calls } = slotWithOwner()
+  assert.equal(slot.state, 'free')
+  const link = slot.begin()
+  assert.equal(slot.state, 'spawning')
+  slot.occupied()
+  assert.equal(slot.state, 'occupied')
+  link.kill('done')
+  assert.equal(calls.kills, 1)
+  slot.onExited({ code: 0, signal: null })
+  assert.equal(slot.state, 'cleaning')
+  assert.deepEqual(await link.exited, { code: 0, signal: null })
   await settle()
   assert.equal(slot.state, 'free')
-  assert.equal(calls.kills, 0, 'a worker already reaped is not killed again')
+  assert.deepEqual(calls, { kills: 1, interrupts: 0, cleans: 1, freed: 1 })
+})
+
+test('a link of an earlier worker does nothing to the next worker of the same slot', async () => {
+  const { slot, calls } = slotWithOwner()
+  const old = slot.begin()
+  slot.onExited({ code: 0, signal: null })
+  await settle()
+  slot.begin()
+  old.kill('late timer')
+  old.interrupt()
+  assert.equal(await old.readCounters(), null)
+  assert.deepEqual(calls, { kills: 0, interrupts: 0, cleans: 1, freed: 1 })
+})
+
+test('a link does nothing once its worker has exited, even before the slot is reused', async () => {
+  const { slot, calls } = slotWithOwner()
+  const link = slot.begin()
+  slot.onExited({ code: null, signal: 9 })
+  link.kill('after exit')
+  assert.equal(calls.kills, 0)
+})
+
+test('survivors waits for the worker to exit, then counts the processes left in the slot', async () => {
+  const { slot } = slotWithOwner({ processes: 2 })
+  const link = slot.begin()
+  let counted: number | null = null
+  const survivors = link.survivors().then((value) => { counted = value })
+  await settle()
+  assert.equal(counted, null, 'not counted while the worker lives')
+  slot.onExited({ code: 0, signal: null })
+  await survivors
+  assert.equal(counted, 2)
+})
+
+test('a slot whose cgroup cannot be cleaned is retired, not reused', async () => {
+  const { slot, calls } = slotWithOwner({ cleanFails: true })
+  slot.begin()
+  slot.onExited({ code: 0, signal: null })
+  await settle()
+  assert.equal(slot.state, 'dead')
+  assert.equal(calls.freed, 0)
+})
+
+test('when the zygote is lost the slot is dead and its worker\'s exit says the jail was lost', async () => {
+  const { slot } = slotWithOwner()
+  const link = slot.begin()
+  slot.onLost()
+  assert.equal(slot.state, 'dead')
+  assert.deepEqual(await link.exited, { code: null, signal: 9, jailLost: true })
+  slot.onExited({ code: 0, signal: null })
+  assert.equal(slot.state, 'dead', 'a late exit report does not revive a dead slot')
+})
+
+test('an abandoned spawn (never forked) frees the slot after its cleanup', async () => {
+  const { slot, calls } = slotWithOwner()
+  const link = slot.begin()
+  slot.abandon(Promise.resolve())
+  await settle()
+  assert.equal(slot.state, 'free')
+  assert.equal(calls.freed, 1)
+  link.kill('after abandon')
+  assert.equal(calls.kills, 0)
 })

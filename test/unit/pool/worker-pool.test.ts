@@ -27,3 +27,49 @@ test('failing spawns are retried with a pause, so the event loop keeps running',
   assert.ok(report.spawnCalls <= 10, `spawns were retried ${report.spawnCalls} times in 1 s, not in a tight loop`)
   assert.match(report.outcome, /No worker became free within 1 s/)
 })
+
+test('warm workers of a zygote that dies stop counting as warm at once, and the pool refills from its replacement', async () => {
+  const { pino } = await import('pino')
+  const { WorkerPool } = await import('../../../src/pool/worker-pool.ts')
+  const { ZygoteSet } = await import('../../../src/pool/zygotes.ts')
+  type Fake = { name: string, isAlive: boolean, freeSlots: number, die: () => void, exited: Promise<void>, spawned: number }
+  const starts: Fake[] = []
+  const makeZygote = (index: number) => {
+    let die = () => {}
+    const exited = new Promise<void>((resolve) => { die = resolve })
+    const zygote = {
+      name: `z${index}`,
+      isAlive: true,
+      freeSlots: 8,
+      spawned: 0,
+      exited,
+      die: () => { zygote.isAlive = false; die() },
+      waitForFreeSlot: async () => {},
+      spawnWorker: async () => {
+        zygote.spawned++
+        const worker = { id: `z${index}/s${zygote.spawned}/1`, get isAlive () { return zygote.isAlive }, lastRunMs: null, exited: exited.then(() => ({ code: null, signal: 9, jailLost: true })), dispose: () => {} }
+        return worker
+      },
+      slotStates: () => ({}),
+      close: async () => {},
+    }
+    starts.push(zygote as unknown as Fake)
+    return zygote
+  }
+  const log = pino({ level: 'silent' })
+  const zygotes = await ZygoteSet.start(1, async (index) => makeZygote(index) as never, log)
+  const pool = new WorkerPool(zygotes, { min: 3, max: 4, acquireTimeoutMs: 5_000, maxQueue: 4, log })
+  await pool.ready()
+  assert.equal(pool.stats().warm, 3)
+  starts[0]?.die()
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.equal(pool.stats().warm, 0, 'the dead zygote\'s workers are no longer counted as warm')
+  assert.equal(pool.stats().zygotesAlive, 0)
+  const worker = await pool.acquire() // waits for the replacement zygote (restarted after 1 s)
+  assert.ok(worker.id.startsWith('z0/'))
+  assert.equal(starts.length, 2, 'the zygote was replaced without a server restart')
+  assert.equal(pool.stats().jailsStarted, 2)
+  pool.release(worker)
+  await pool.close()
+  await zygotes.close()
+})

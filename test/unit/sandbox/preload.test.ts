@@ -6,7 +6,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 
 // The zygote draws a plot before forking so that workers start with the plotting code warm. A worker
-// closes every descriptor it did not get from its slot, so whatever the warm-up opened must be closed
+// closes every descriptor it did not open itself, so whatever the warm-up opened must be closed
 // again, or the worker's first plot reads a font through a closed descriptor (and crashes).
 
 const sandboxDir = path.resolve(import.meta.dirname, '..', '..', '..', 'sandbox')
@@ -15,8 +15,8 @@ const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 const script = `
 import os, sys
 sys.path.insert(0, ${JSON.stringify(sandboxDir)})
-import zygote
-zygote.preload(["numpy", "pandas", "matplotlib"])
+import preload
+preload.preload(["numpy", "pandas", "matplotlib"])
 fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
 opened = []
 for fd in fds:

@@ -1,0 +1,168 @@
+"""A worker's life after it isolated itself: report ready, then serve jobs on its control socket.
+
+A job's `keep` says whether the worker waits for another job afterwards (a live worker: a Jupyter kernel, a
+paused tool-calling run) or exits (a single-use worker: every /exec). Each run ends with a DONE frame and a
+fresh random marker written on stdout and stderr after the run's last byte, which tells the server where
+the run's output ends. Everything after the user's code started runs with the user's privileges, so the
+server treats these frames as untrusted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import frames
+import runners
+import workdir
+
+CTL_FD, OUT_FD, ERR_FD = 3, 4, 5  # private dups: user code closing fd 1 or 2 cannot hide the run's end
+BASH = "/bin/bash"
+ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PWD": workdir.WORKDIR,
+    "SHELL": BASH,
+    "USER": "nobody",
+    "LOGNAME": "nobody",
+    "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": "/tmp/.config/matplotlib",
+    "XDG_CACHE_HOME": "/tmp/.cache",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    limits: workdir.OutputLimits
+    max_message_bytes: int
+
+    @staticmethod
+    def from_zygote(config: dict) -> "WorkerConfig":
+        return WorkerConfig(
+            limits=workdir.OutputLimits(
+                max_files=int(config["max_output_files"]),
+                max_file_bytes=int(config["max_output_file_bytes"]),
+                max_total_bytes=int(config["max_output_total_bytes"]),
+            ),
+            max_message_bytes=int(config["max_message_bytes"]),
+        )
+
+
+def _reset_std_streams() -> None:
+    def stream(fd: int) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "w", closefd=False)
+        return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = sys.__stdout__ = stream(1)
+    sys.stderr = sys.__stderr__ = stream(2)
+
+
+def prepare_process() -> None:
+    """Everything that does not depend on a job, done before the worker reports ready."""
+    os.chdir(workdir.WORKDIR)
+    os.makedirs(ENV["MPLCONFIGDIR"], exist_ok=True)
+    os.environ.clear()
+    os.environ.update(ENV)
+    sys.dont_write_bytecode = True
+    _reset_std_streams()
+
+
+def stop_leftover_processes() -> None:
+    """As pid 1 of the worker's pid namespace, kill everything the code left running, then reap it."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def serve(config: WorkerConfig, setup_ms: float) -> None:
+    """Report ready, then run jobs until one says it is the last or the server closes the channel."""
+    prepare_process()
+    interrupts = runners.Interrupts()
+    reader = frames.FrameReader(CTL_FD, config.max_message_bytes)
+    frames.send_json(CTL_FD, frames.READY, {"setup_ms": round(setup_ms, 2)})
+    main = runners.new_main_module()
+    while True:
+        try:
+            job = reader.read_json(frames.JOB)
+        except frames.ChannelClosed:
+            return
+        run_job(job, reader, config, main, interrupts)
+        if not job.get("keep"):
+            return
+
+
+def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, interrupts: runners.Interrupts) -> None:
+    started = time.monotonic()
+    keep = bool(job.get("keep"))
+    workdir.stage_inputs(reader, job.get("files", []))
+    before = workdir.snapshot(config.limits)
+    frames.send(CTL_FD, frames.STARTED)
+    runners.limit_cpu(int(job["cpu_seconds"]), keep_hard_limit=keep)
+    interrupts.pending = False
+    args = [str(arg) for arg in job.get("args", [])]
+    if job["runner"] == "python":
+        outcome = runners.run_python(job["code"], args, main, interrupts)
+    elif job["runner"] == "steps":
+        outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
+    else:
+        raise frames.ProtocolError(f"unknown runner {job['runner']!r}")
+    if not keep:
+        stop_leftover_processes()
+    succeeded = outcome.exit_code == 0 and outcome.signal is None
+    collected = workdir.collect_outputs(CTL_FD, before, config.limits, send=succeeded)
+    # the server chose this run's marker and watches for it: the run's output ends where it appears
+    marker = bytes.fromhex(str(job["marker"]))
+    frames.send_json(
+        CTL_FD,
+        frames.DONE,
+        {
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "failed_step": outcome.failed_step,
+            "step_timed_out": outcome.step_timed_out,
+            "interrupted": outcome.interrupted,
+            "deleted": collected.deleted if succeeded else [],
+            "notes": collected.notes,
+            "discarded": 0 if succeeded else collected.count,
+            "run_ms": round((time.monotonic() - started) * 1000, 2),
+            "marker": marker.hex(),
+        },
+    )
+    for fd in (OUT_FD, ERR_FD):
+        try:
+            frames.write_all(fd, marker)
+        except OSError:
+            pass  # the code shut its own stream: only its own run loses the rest of its output
+
+
+def fail(message: str) -> None:
+    try:
+        frames.send_json(CTL_FD, frames.FAILED, {"message": message})
+    except OSError:
+        pass
+
+
+def send_message(message: dict) -> None:
+    """A JSON message from the running code to the server (tool calls, display data)."""
+    frames.send(CTL_FD, frames.MESSAGE, json.dumps(message, separators=(",", ":")).encode())

@@ -1,0 +1,387 @@
+import type { CgroupCounters } from '../jail/cgroup.ts'
+import { EventQueue } from './event-queue.ts'
+import { DATA_CHUNK_BYTES, FrameType, RunStream, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
+
+/** An input file streamed into the worker before the code starts. */
+export interface WorkerInput {
+  name: string
+  size: number
+  read: () => AsyncIterable<Uint8Array>
+}
+
+/** Where output files go as they stream out of the worker; the caller decides whether to keep them. */
+export interface OutputSink {
+  open (name: string): Promise<OutputFile | null>
+}
+export interface OutputFile {
+  write (chunk: Uint8Array): Promise<void>
+  close (sizeReported: number): Promise<void>
+  abort (): Promise<void>
+}
+
+/** One step of a program run as processes (compile, then run): `{source}`, `{dir}` and `{args}` are filled in by the worker. */
+export interface ProgramStep { name: string, argv: string[], timeoutMs?: number, env?: Record<string, string> }
+
+/** How the worker runs the code: in its warm Python interpreter, or as argv steps. */
+export type Program =
+  | { runner: 'python' }
+  | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string> }
+
+export interface WorkerJob {
+  program: Program
+  code: string
+  args: string[]
+  inputs: WorkerInput[]
+  /** RLIMIT_CPU for the run, a backstop behind the caller's wall-clock limit */
+  cpuSeconds: number
+  /** the worker waits for another job afterwards (a live worker) instead of exiting */
+  keep: boolean
+  outputs: OutputSink
+}
+
+export type RunEvent =
+  | { type: 'started' }
+  | { type: 'stdout', chunk: Buffer }
+  | { type: 'stderr', chunk: Buffer }
+  /** a JSON message from the running code (a tool call, display data) */
+  | { type: 'message', message: Record<string, unknown> }
+
+export interface RunResult {
+  exitCode: number | null
+  signal: number | null
+  /** the argv step that failed (`compile`, `run`); null when all succeeded or for Python */
+  failedStep: string | null
+  stepTimedOut: boolean
+  /** the code was interrupted (SIGINT) and stopped */
+  interrupted: boolean
+  /** the run never reported its end: the worker died, was killed, or broke the protocol */
+  vanished: boolean
+  /** why the run could not be carried out (for logs; clients get a generic message) */
+  failure: string | null
+  /** the run's code wrote something on the control socket that is not the protocol; it was stopped */
+  protocolViolation: string | null
+  /** the jail holding the worker died: not the code's doing */
+  jailLost: boolean
+  deletedInputs: string[]
+  /** new or changed files the worker did not send because the code failed */
+  discardedOutputs: number
+  notes: string[]
+  counters: CgroupCounters | null
+  wallMs: number
+  phases: RunPhases
+}
+
+/** ms from the start of the run to each step, for logs and metrics */
+export interface RunPhases { sentMs: number, startedMs: number | null, doneMs: number | null, closedMs: number, countedMs: number }
+
+/** What a run needs from its worker. */
+export interface RunLink {
+  write (bytes: Buffer): Promise<void>
+  interrupt (): void
+  kill (reason: string): void
+  readCounters (): Promise<CgroupCounters | null>
+  /** pause or resume reading the worker's sockets (backpressure) */
+  pressure (source: 'events' | 'frames', paused: boolean): void
+}
+
+interface DoneMessage {
+  exit_code?: unknown,
+  signal?: unknown,
+  failed_step?: unknown,
+  step_timed_out?: unknown,
+  interrupted?: unknown,
+  deleted?: unknown,
+  notes?: unknown,
+  discarded?: unknown
+}
+
+/** After a kill, how long to wait for the worker's streams to close before giving up on it. */
+const KILL_GRACE_MS = 5_000
+/** After a worker's streams closed, how long its exit status may take to arrive. */
+const EXIT_STATUS_GRACE_MS = 2_000
+const FRAME_QUEUE_HIGH = 8
+const FRAME_QUEUE_LOW = 2
+
+/**
+ * One run of code in a worker, as a stream of events and a result. The run owns the worker's streams from
+ * its job until its end: the done frame plus its marker on stdout and stderr, or the worker's end (EOF on
+ * every stream). `events` must be consumed; it applies backpressure to the worker.
+ */
+export class Run {
+  readonly events: EventQueue<RunEvent>
+  readonly done: Promise<RunResult>
+  private readonly started = performance.now()
+  private readonly stdout: RunStream
+  private readonly stderr: RunStream
+  private finish: () => void = () => {}
+  private finished = false
+  private doneMessage: DoneMessage | null = null
+  private failure: string | null = null
+  private controlEnded = false
+  private exitKnown = false
+  private exitSignal: number | null = null
+  private jailLost = false
+  private protocolViolation: string | null = null
+  private awaitingExit = false
+  private frameQueue: Promise<void> = Promise.resolve()
+  private queuedFrames = 0
+  private currentOutput: Promise<OutputFile | null> | null = null
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly phases: Partial<RunPhases> = {}
+
+  constructor (private readonly link: RunLink, private readonly job: WorkerJob, readonly marker: Buffer, private readonly maxMessageBytes: number) {
+    const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' ? event.chunk.length : 256
+    this.events = new EventQueue<RunEvent>(size, (paused) => link.pressure('events', paused))
+    this.stdout = new RunStream(marker, (chunk) => this.events.push({ type: 'stdout', chunk }))
+    this.stderr = new RunStream(marker, (chunk) => this.events.push({ type: 'stderr', chunk }))
+    this.done = this.execute()
+  }
+
+  /** A JSON message to the running code (PTC tool results); rejects when the worker is gone. */
+  async send (message: Record<string, unknown>): Promise<void> {
+    const frame = encodeJsonMessage(FrameType.message, message)
+    if (frame.length > this.maxMessageBytes + 64) throw new RangeError('the message is larger than the worker accepts')
+    await this.link.write(frame)
+  }
+
+  /** SIGINT to the running code: Python raises KeyboardInterrupt, a process group gets the signal. */
+  interrupt (): void { if (!this.finished) this.link.interrupt() }
+
+  /** Stop the run (and with it the worker); the run ends when the worker's streams close. */
+  kill (reason: string): void {
+    if (this.finished) return
+    this.link.kill(reason)
+    // if even a kill brings no end, give up on the worker rather than hang the caller
+    this.timers.push(setTimeout(() => {
+      this.failure ??= 'the worker did not stop after being killed'
+      this.end()
+    }, KILL_GRACE_MS))
+  }
+
+  get isFinished (): boolean { return this.finished }
+
+  // --- driven by the worker ---------------------------------------------------------------------------
+
+  onFrame (frame: Frame): void {
+    this.queuedFrames++
+    if (this.queuedFrames > FRAME_QUEUE_HIGH) this.link.pressure('frames', true)
+    this.frameQueue = this.frameQueue
+      .then(() => this.handleFrame(frame))
+      .catch((error: Error) => {
+        this.failure ??= `output handling failed: ${error.message}`
+        this.kill('output failure')
+      })
+      .finally(() => {
+        this.queuedFrames--
+        if (this.queuedFrames <= FRAME_QUEUE_LOW) this.link.pressure('frames', false)
+        this.checkFinished()
+      })
+  }
+
+  /** Returns bytes after the run's marker: output of processes the run left running. */
+  onStdout (chunk: Buffer): Buffer | null { const rest = this.stdout.push(chunk); this.checkFinished(); return rest }
+  onStderr (chunk: Buffer): Buffer | null { const rest = this.stderr.push(chunk); this.checkFinished(); return rest }
+  onStdoutEnd (): void { this.stdout.end(); this.checkFinished() }
+  onStderrEnd (): void { this.stderr.end(); this.checkFinished() }
+
+  onControlEnd (): void {
+    this.controlEnded = true
+    // a worker that closed its control socket but lives on has broken the protocol: end it
+    if (this.doneMessage === null) this.kill('control channel closed')
+    this.checkFinished()
+  }
+
+  onProtocolViolation (violation: string): void {
+    this.protocolViolation ??= violation
+    this.failure ??= `the worker broke the protocol: ${violation}`
+    this.kill('protocol violation')
+  }
+
+  onExit (signal: number | null, jailLost: boolean): void {
+    this.exitKnown = true
+    this.exitSignal = signal
+    this.jailLost = jailLost
+    this.checkFinished()
+  }
+
+  // --- internals ----------------------------------------------------------------------------------------
+
+  private async execute (): Promise<RunResult> {
+    const finished = new Promise<void>((resolve) => { this.finish = resolve })
+    // a slot's cgroup outlives its workers, and a live worker runs many times: count this run as a difference
+    const baseline = await this.link.readCounters()
+    this.sendJob().then(
+      () => { this.phases.sentMs = this.elapsed() },
+      (error: Error) => {
+        // sending races the worker's end: a worker that died or stopped reading ends the run, not the server
+        this.failure ??= `could not send the job to the worker: ${error.message}`
+        this.kill('send failure')
+      })
+    await finished
+    for (const timer of this.timers) clearTimeout(timer)
+    await this.frameQueue
+    this.events.close()
+    this.phases.closedMs = this.elapsed()
+    const counters = since(baseline, await this.link.readCounters())
+    this.phases.countedMs = this.elapsed()
+    return this.result(counters)
+  }
+
+  private async sendJob (): Promise<void> {
+    const { program } = this.job
+    const message = {
+      runner: program.runner,
+      code: this.job.code,
+      args: this.job.args,
+      cpu_seconds: this.job.cpuSeconds,
+      keep: this.job.keep,
+      marker: this.marker.toString('hex'),
+      files: this.job.inputs.map((input) => ({ name: input.name, size: input.size })),
+      ...(program.runner === 'steps'
+        ? {
+            source_file: program.sourceFile,
+            env: program.env ?? {},
+            steps: program.steps.map((step) => ({ name: step.name, argv: step.argv, timeout_ms: step.timeoutMs ?? null, env: step.env ?? {} })),
+          }
+        : {}),
+    }
+    await this.link.write(encodeJsonMessage(FrameType.job, message))
+    for (const input of this.job.inputs) {
+      let sent = 0
+      for await (const chunk of input.read()) {
+        for (let offset = 0; offset < chunk.length; offset += DATA_CHUNK_BYTES) {
+          const piece = chunk.subarray(offset, offset + DATA_CHUNK_BYTES)
+          await this.link.write(encodeFrame(FrameType.data, piece))
+          sent += piece.length
+        }
+      }
+      if (sent !== input.size) throw new Error(`input ${input.name} changed size while being sent`)
+    }
+  }
+
+  private async handleFrame (frame: Frame): Promise<void> {
+    switch (frame.type) {
+      case FrameType.started:
+        this.phases.startedMs = this.elapsed()
+        this.events.push({ type: 'started' })
+        return
+      case FrameType.message: {
+        const message = parseJson(frame.payload)
+        if (message !== null) this.events.push({ type: 'message', message })
+        return
+      }
+      case FrameType.output: {
+        const name = parseJson(frame.payload)?.name
+        this.currentOutput = typeof name === 'string' ? this.job.outputs.open(name) : Promise.resolve(null)
+        return
+      }
+      case FrameType.data: {
+        const output = await this.currentOutput
+        await output?.write(frame.payload)
+        return
+      }
+      case FrameType.outputEnd: {
+        const output = await this.currentOutput
+        this.currentOutput = null
+        const size = parseJson(frame.payload)?.size
+        await output?.close(typeof size === 'number' ? size : -1)
+        return
+      }
+      case FrameType.done:
+        this.doneMessage = parseJson(frame.payload) ?? {}
+        this.phases.doneMs = this.elapsed()
+        return
+      case FrameType.failed: {
+        const message = parseJson(frame.payload)?.message
+        const reason = `the worker failed: ${typeof message === 'string' ? message.slice(0, 500) : 'unknown'}`
+        // before the code started only the worker could fail; after, the code may have written this
+        if (this.phases.startedMs === undefined) {
+          this.failure ??= reason
+          this.kill('worker failure')
+        } else {
+          this.onProtocolViolation(reason)
+        }
+        return
+      }
+      default:
+        this.onProtocolViolation(`unexpected frame type ${frame.type}`)
+    }
+  }
+
+  /**
+   * Finished when stdout and stderr are closed (the run's marker or EOF) and either the done frame was
+   * handled or the worker is gone (its control socket closed, and its exit status known or overdue).
+   */
+  private checkFinished (): void {
+    if (this.finished || !this.stdout.isEnded || !this.stderr.isEnded || this.queuedFrames > 0) return
+    if (this.doneMessage !== null) return this.end()
+    if (!this.controlEnded) return
+    if (this.exitKnown) return this.end()
+    if (!this.awaitingExit) {
+      this.awaitingExit = true
+      this.timers.push(setTimeout(() => this.end(), EXIT_STATUS_GRACE_MS))
+    }
+  }
+
+  private end (): void {
+    if (this.finished) return
+    this.finished = true
+    this.stdout.end()
+    this.stderr.end()
+    this.finish()
+  }
+
+  private elapsed (): number {
+    return Math.round((performance.now() - this.started) * 100) / 100
+  }
+
+  private result (counters: CgroupCounters | null): RunResult {
+    const done = this.doneMessage
+    return {
+      exitCode: done !== null && typeof done.exit_code === 'number' ? done.exit_code : null,
+      signal: done !== null ? (typeof done.signal === 'number' ? done.signal : null) : this.exitSignal,
+      failedStep: typeof done?.failed_step === 'string' ? done.failed_step : null,
+      stepTimedOut: done?.step_timed_out === true,
+      interrupted: done?.interrupted === true,
+      vanished: done === null,
+      failure: this.failure,
+      protocolViolation: this.protocolViolation,
+      jailLost: this.jailLost,
+      deletedInputs: stringArray(done?.deleted),
+      discardedOutputs: typeof done?.discarded === 'number' ? done.discarded : 0,
+      notes: stringArray(done?.notes),
+      counters,
+      wallMs: performance.now() - this.started,
+      phases: {
+        sentMs: this.phases.sentMs ?? 0,
+        startedMs: this.phases.startedMs ?? null,
+        doneMs: this.phases.doneMs ?? null,
+        closedMs: this.phases.closedMs ?? 0,
+        countedMs: this.phases.countedMs ?? 0,
+      },
+    }
+  }
+}
+
+function since (baseline: CgroupCounters | null, now: CgroupCounters | null): CgroupCounters | null {
+  if (baseline === null || now === null) return now
+  return {
+    oomKills: now.oomKills - baseline.oomKills,
+    memoryPeakBytes: now.memoryPeakBytes,
+    cpuUsageUs: now.cpuUsageUs === null || baseline.cpuUsageUs === null ? null : now.cpuUsageUs - baseline.cpuUsageUs,
+    pidsPeak: now.pidsPeak,
+  }
+}
+
+function parseJson (payload: Buffer): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(payload.toString('utf8'))
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : null
+  } catch {
+    return null
+  }
+}
+
+function stringArray (value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === 'string').slice(0, 1000) : []
+}
