@@ -6,7 +6,7 @@ import { test } from 'node:test'
 interface Report { spawnCalls: number, spawnCallsBeforeFree: number, ticks: number, outcome: string }
 
 // Each case runs in a child process: the bug these guard against (a failed spawn retried at once, by
-// generic-pool, in microtasks) starves timers, which would hang this runner rather than fail a test.
+// the pool, in microtasks) starves timers, which would hang this runner rather than fail a test.
 function runPool (mode: 'no-free-slot' | 'failing'): Report {
   const fixture = path.join(import.meta.dirname, 'fixtures', 'pool-under-stress.ts')
   const child = spawnSync(process.execPath, ['--import', 'tsx', fixture, mode], { encoding: 'utf8', timeout: 15_000 })
