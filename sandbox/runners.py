@@ -7,6 +7,9 @@ own time limit, as the language's descriptor on the server says (src/exec/langua
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import inspect
 import linecache
 import os
 import resource
@@ -16,6 +19,7 @@ import sys
 import traceback
 import types
 from dataclasses import dataclass
+from typing import Any
 
 WORKDIR = "/mnt/data"
 # private to the worker's own /tmp: source files and build products, never collected as outputs
@@ -71,28 +75,43 @@ def new_main_module() -> types.ModuleType:
     return main
 
 
+def run_code(code: types.CodeType, namespace: dict) -> Any:
+    """Evaluate compiled code; code with a top-level `await` (compiled as a coroutine) runs in a fresh event loop."""
+    result = eval(code, namespace)
+    if code.co_flags & inspect.CO_COROUTINE:
+        return asyncio.run(result)
+    return result
+
+
 def run_python(code: str, args: list[str], main: types.ModuleType, interrupts: Interrupts) -> RunOutcome:
-    """Run the code as __main__ of this warm interpreter."""
+    """Run the code as __main__ of this warm interpreter; a top-level `await` works, as in a notebook."""
     filename = "<string>"
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     sys.modules["__main__"] = main
     sys.argv = ["-c", *args]
     outcome = RunOutcome(exit_code=0)
     try:
-        compiled = compile(code, filename, "exec")
+        compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         interrupts.python_running = True
         try:
-            exec(compiled, main.__dict__)
+            run_code(compiled, main.__dict__)
         finally:
             interrupts.python_running = False
     except SystemExit as stop:
-        outcome.exit_code = _system_exit_code(stop)
+        outcome.exit_code = system_exit_code(stop)
     except BaseException as error:  # noqa: BLE001 - the user's exception is the program's outcome
         outcome.interrupted = isinstance(error, KeyboardInterrupt)
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
+        traceback.print_exception(type(error), error, _user_frames(error.__traceback__))
         outcome.exit_code = 1
     flush_std_streams()
     return outcome
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback from the user's code on: this module's own frames (run_python, run_code) are not theirs."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
 
 
 def flush_std_streams() -> None:
@@ -103,7 +122,7 @@ def flush_std_streams() -> None:
             pass
 
 
-def _system_exit_code(stop: SystemExit) -> int:
+def system_exit_code(stop: SystemExit) -> int:
     if stop.code is None:
         return 0
     if isinstance(stop.code, int):

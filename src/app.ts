@@ -1,22 +1,26 @@
 import { createHash } from 'node:crypto'
 import multipart from '@fastify/multipart'
 import rateLimit from '@fastify/rate-limit'
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify'
-import { hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
+import Fastify, { type FastifyRequest } from 'fastify'
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
-import { healthRoutes, type HealthReport } from './api/health.ts'
+import { healthRoutes } from './api/health.ts'
 import { metricsRoutes } from './api/metrics.ts'
 import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
 import { requestIdentity, userFromScope } from './api/identity.ts'
 import { createAuthenticator, type Principal } from './auth/authenticate.ts'
 import type { Config } from './config.ts'
-import { ApiError, errors, isApiError } from './errors.ts'
+import { renderError } from './api/error-boundary.ts'
+import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
+import type { LanguageAvailability } from './exec/languages/index.ts'
+import type { LiveWorkers } from './live/registry.ts'
 import type { Metrics } from './metrics.ts'
+import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
 
 declare module 'fastify' {
@@ -29,7 +33,10 @@ declare module 'fastify' {
 export interface AppServices {
   store: FileStore
   workers: WorkerSource
-  health: () => HealthReport
+  /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
+  live: LiveWorkers | null
+  state: () => ServiceState
+  languages: LanguageAvailability
   metrics: Metrics
   /** false until the startup self-test passed: only /health answers before */
   isReady: () => boolean
@@ -41,7 +48,7 @@ export interface AppServices {
 /** Everything is served at the root and under /v1, the base LibreChat is usually given (spec §0). */
 const PREFIXES = ['', '/v1']
 /** Routes outside API authentication: /metrics has its own optional token, /docs describes the API. */
-const PUBLIC_PATHS = new Set(['/health', '/v1/health', '/metrics', '/v1/metrics'])
+const PUBLIC_PATHS = new Set(PREFIXES.flatMap((prefix) => ['/health', '/health/ready', '/health/live', '/metrics'].map((path) => `${prefix}${path}`)))
 const isPublic = (path: string) => PUBLIC_PATHS.has(path) || path === '/docs' || path.startsWith('/docs/')
 const PROFILE = 'default'
 const REQUEST_TIMEOUT_MS = 300_000
@@ -60,7 +67,7 @@ export async function buildApp (config: Config, services: AppServices) {
   app.setNotFoundHandler(async (request, reply) => {
     await reply.code(404).send({ error: errors.notFound.code, message: `No route for ${request.method} ${routePath(request)}.` })
   })
-  app.setErrorHandler(async (error: FastifyError, request, reply) => renderError(error, request, reply))
+  app.setErrorHandler(async (error, request, reply) => await renderError(error, request, reply, services.isDraining()))
   await app.register(multipart, { limits: { fileSize: config.storage.maxUploadBytes } })
   await registerOpenApi(app)
 
@@ -107,13 +114,13 @@ export async function buildApp (config: Config, services: AppServices) {
     admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
     metrics: services.metrics,
     logCode: config.logCode,
-    isDraining: services.isDraining,
+    languages: services.languages,
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
     await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes, metrics: services.metrics })
     await app.register(fileRoutes, { prefix, store: services.store, metrics: services.metrics })
-    await app.register(healthRoutes, { prefix, report: services.health })
+    await app.register(healthRoutes, { prefix, state: services.state, isReady: services.isReady, isDraining: services.isDraining })
     await app.register(metricsRoutes, { prefix, metrics: services.metrics, token: config.metricsToken })
   }
 
@@ -148,43 +155,4 @@ function checkExpectedProfile (header: string | string[] | undefined): void {
       actual_profile: PROFILE,
     })
   }
-}
-
-async function renderError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-  const apiError = toApiError(error)
-  if (apiError.statusCode >= 500) request.log.error({ err: error }, 'request failed')
-  else request.log.info({ error: apiError.code, status: apiError.statusCode }, 'request rejected')
-  if (apiError.code === errors.rateLimited.code && typeof apiError.extra.retry_after_seconds === 'number') {
-    reply.header('retry-after', String(Math.ceil(apiError.extra.retry_after_seconds)))
-  }
-  await reply.code(apiError.statusCode).send({ error: apiError.code, message: apiError.message, ...apiError.extra })
-}
-
-/** Every failure becomes one of the codes in errors.ts; unknown ones say nothing about internals. */
-function toApiError (error: FastifyError): ApiError {
-  if (isApiError(error)) return error
-  if (hasZodFastifySchemaValidationErrors(error)) {
-    const details = error.validation.map((issue) => {
-      const where = issue.instancePath.replace(/^\//, '').replace(/\//g, '.')
-      return where === '' ? issue.message : `${where}: ${issue.message}`
-    })
-    return errors.invalidRequest(`Invalid request ${error.validationContext ?? 'input'}: ${details.join('; ')}.`)
-  }
-  switch (error.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return errors.payloadTooLarge('The request body is larger than the limit.')
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return errors.unsupportedMediaType('Unsupported Content-Type; send application/json (or multipart/form-data to /upload).')
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return errors.invalidRequest('The JSON body is empty.')
-    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return errors.invalidRequest('The Content-Length header does not match the body.')
-  }
-  if (error instanceof SyntaxError || (error.statusCode === 400 && /JSON/i.test(error.message))) {
-    return errors.invalidRequest('The body is not valid JSON.')
-  }
-  if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
-    return new ApiError('invalid_request', error.statusCode, error.message)
-  }
-  return errors.internal('Internal error; the server log has the details.', {}, { cause: error })
 }

@@ -34,18 +34,38 @@ const positiveInt = (max?: number) => decimal({ min: 1, max })
 const megabytes = (fallback: number) => positiveInt(1024 * 1024).default(fallback).transform((mb) => mb * 1024 * 1024)
 const flag = (fallback: boolean) => z.stringbool().default(fallback)
 
-/**
- * Every setting Warden reads, with its default. The only place that reads process.env; README's
- * configuration table is kept in step with it by test/unit/readme.test.ts.
- */
-export const EnvSchema = z.object({
-  HOST: z.string().min(1).default('127.0.0.1'),
-  PORT: decimal({ min: 0, max: 65_535 }).default(8000),
-  DATA_DIR: z.string().min(1).default('./data'),
-  RUN_DIR: z.string().min(1).optional(),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+/** One setting: the environment variable it is read from and its schema (with its default). */
+type Setting = readonly [env: string, schema: z.ZodType]
+type Settings = Record<string, Setting>
+/** A slice of the configuration as the code sees it: camelCase keys, parsed values. */
+type SliceOf<S extends Settings> = { [K in keyof S]: z.output<S[K][1]> }
 
-  AUTH: z.string().optional().transform((list, ctx) => {
+/**
+ * A slice of related settings: each key names its environment variable and schema once, and the slice's
+ * type follows from them. Adding a setting is one line in one slice (plus its row in the README).
+ */
+function slice<S extends Settings> (settings: S) {
+  return {
+    settings,
+    read: (env: Record<string, unknown>): SliceOf<S> =>
+      Object.fromEntries(Object.entries(settings).map(([key, [name]]) => [key, env[name]])) as SliceOf<S>,
+  }
+}
+
+const server = slice({
+  host: ['HOST', z.string().min(1).default('127.0.0.1')],
+  port: ['PORT', decimal({ min: 0, max: 65_535 }).default(8000)],
+  dataDir: ['DATA_DIR', z.string().min(1).default('./data')],
+  runDir: ['RUN_DIR', z.string().min(1).optional()],
+  logLevel: ['LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')],
+  shutdownTimeoutMs: ['SHUTDOWN_TIMEOUT_MS', positiveInt(3_600_000).optional()],
+  maxBodyBytes: ['MAX_BODY_MB', megabytes(16)],
+  metricsToken: ['METRICS_TOKEN', z.string().min(1).optional()],
+  logCode: ['LOG_CODE', flag(false)],
+})
+
+const authSettings = slice({
+  methods: ['AUTH', z.string().optional().transform((list, ctx) => {
     if (list === undefined) return undefined
     const methods = list.split(',').map((method) => method.trim()).filter(Boolean)
     const unknown = methods.filter((method) => !AUTH_METHODS.includes(method as AuthMethod))
@@ -54,90 +74,84 @@ export const EnvSchema = z.object({
       return z.NEVER
     }
     return methods as AuthMethod[]
-  }),
-  CODE_API_KEY: z.string().optional(),
-  CODE_API_KEY_FILE: z.string().optional(),
-  JWT_PUBLIC_KEYS: z.string().optional(),
-  JWT_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
-  JWT_ISSUER: z.string().min(1).default('librechat'),
-  JWT_AUDIENCE: z.string().min(1).default('codeapi'),
-  JWT_MAX_LIFETIME_S: positiveInt(86_400).default(300),
-  JWT_CLOCK_SKEW_S: decimal({ min: 0, max: 600 }).default(30),
-  ALLOW_UNAUTHENTICATED_REMOTE: flag(false),
-  METRICS_TOKEN: z.string().min(1).optional(),
-  LOG_CODE: flag(false),
-
-  JAIL: z.enum(['auto', 'nsjail', 'bwrap']).default('auto'),
-  NSJAIL_PATH: z.string().default('nsjail'),
-  BWRAP_PATH: z.string().default('bwrap'),
-  NSJAIL_CONFIG: z.string().optional(),
-  PYTHON_PATH: z.string().default('/usr/bin/python3'),
-  PRELOAD_MODULES: z.string().default('numpy,pandas,matplotlib').transform((list) =>
-    list.split(',').map((name) => name.trim()).filter(Boolean)),
-  JAIL_UID_BASE: decimal({ min: 1000, max: 4_000_000_000 }).default(2_000_000_000),
-  CGROUPS: z.enum(['auto', 'off']).default('auto'),
-  STRICT: flag(false),
-
-  EXEC_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
-  MEMORY_LIMIT_MB: megabytes(512),
-  PIDS_LIMIT: decimal({ min: 8, max: 65_536 }).default(128),
-  CPU_LIMIT: decimal({ min: 0.01, max: 256, whole: false }).default(1),
-  MAX_STDOUT_BYTES: positiveInt().default(1024 * 1024),
-  MAX_STDERR_BYTES: positiveInt().default(1024 * 1024),
-  WORKDIR_LIMIT_MB: megabytes(256),
-  TMP_LIMIT_MB: megabytes(64),
-  MAX_FILE_SIZE_MB: megabytes(128),
-  MAX_OUTPUT_FILES: positiveInt(10_000).default(50),
-  MAX_OUTPUT_FILE_MB: megabytes(128),
-  MAX_OUTPUT_TOTAL_MB: megabytes(256),
-
-  POOL_MIN: decimal({ min: 0, max: 256 }).optional(),
-  POOL_MAX: positiveInt(256).default(8),
-  ZYGOTES: positiveInt(16).default(1),
-  POOL_MODE: z.enum(['warm', 'cold']).default('warm'),
-  MAX_QUEUE: decimal({ min: 0, max: 100_000 }).default(64),
-  QUEUE_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
-  MAX_CONCURRENT_PER_USER: decimal({ min: 0, max: 10_000 }).default(4),
-  RATE_LIMIT_PER_MINUTE: decimal({ min: 0, max: 1_000_000 }).default(0),
-  SHUTDOWN_TIMEOUT_MS: positiveInt(3_600_000).optional(),
-
-  MAX_UPLOAD_MB: megabytes(150),
-  MAX_BODY_MB: megabytes(16),
-  FILE_TTL: duration.default(24 * 3_600_000),
-  SWEEP_INTERVAL: duration.default(10 * 60_000),
+  })],
+  apiKey: ['CODE_API_KEY', z.string().optional()],
+  apiKeyFile: ['CODE_API_KEY_FILE', z.string().optional()],
+  jwtPublicKeys: ['JWT_PUBLIC_KEYS', z.string().optional()],
+  jwtJwksUrl: ['JWT_JWKS_URL', z.url({ protocol: /^https?$/ }).optional()],
+  jwtIssuer: ['JWT_ISSUER', z.string().min(1).default('librechat')],
+  jwtAudience: ['JWT_AUDIENCE', z.string().min(1).default('codeapi')],
+  jwtMaxLifetimeS: ['JWT_MAX_LIFETIME_S', positiveInt(86_400).default(300)],
+  jwtClockSkewS: ['JWT_CLOCK_SKEW_S', decimal({ min: 0, max: 600 }).default(30)],
+  allowUnauthenticatedRemote: ['ALLOW_UNAUTHENTICATED_REMOTE', flag(false)],
 })
 
-type Env = z.infer<typeof EnvSchema>
+const jail = slice({
+  driver: ['JAIL', z.enum(['auto', 'nsjail', 'bwrap']).default('auto')],
+  nsjailPath: ['NSJAIL_PATH', z.string().default('nsjail')],
+  bwrapPath: ['BWRAP_PATH', z.string().default('bwrap')],
+  nsjailConfig: ['NSJAIL_CONFIG', z.string().optional()],
+  pythonPath: ['PYTHON_PATH', z.string().default('/usr/bin/python3')],
+  preloadModules: ['PRELOAD_MODULES', z.string().default('numpy,pandas,matplotlib').transform((list) =>
+    list.split(',').map((name) => name.trim()).filter(Boolean))],
+  uidBase: ['JAIL_UID_BASE', decimal({ min: 1000, max: 4_000_000_000 }).default(2_000_000_000)],
+  cgroups: ['CGROUPS', z.enum(['auto', 'off']).default('auto')],
+  strict: ['STRICT', flag(false)],
+})
 
-export interface Config {
-  host: string
-  port: number
-  dataDir: string
-  runDir: string
-  logLevel: Env['LOG_LEVEL']
-  auth: AuthConfig
-  jail: {
-    driver: Env['JAIL']
-    nsjailPath: string
-    bwrapPath: string
-    nsjailConfig: string
-    pythonPath: string
-    preloadModules: string[]
-    uidBase: number
-    cgroups: Env['CGROUPS']
-    strict: boolean
-  }
-  limits: ExecutionLimits
-  pool: { min: number, max: number, zygotes: number, mode: Env['POOL_MODE'], maxQueue: number, queueTimeoutMs: number }
-  admission: { maxConcurrentPerUser: number, rateLimitPerMinute: number }
-  shutdownTimeoutMs: number
-  storage: { maxUploadBytes: number, fileTtlMs: number, sweepIntervalMs: number }
-  maxBodyBytes: number
-  /** bearer token /metrics requires; null: /metrics is open like /health */
-  metricsToken: string | null
-  /** log submitted code at debug level (only with LOG_LEVEL=debug) */
-  logCode: boolean
-}
+const limits = slice({
+  timeoutMs: ['EXEC_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
+  memoryBytes: ['MEMORY_LIMIT_MB', megabytes(512)],
+  pidsMax: ['PIDS_LIMIT', decimal({ min: 8, max: 65_536 }).default(128)],
+  cpus: ['CPU_LIMIT', decimal({ min: 0.01, max: 256, whole: false }).default(1)],
+  maxStdoutBytes: ['MAX_STDOUT_BYTES', positiveInt().default(1024 * 1024)],
+  maxStderrBytes: ['MAX_STDERR_BYTES', positiveInt().default(1024 * 1024)],
+  workdirBytes: ['WORKDIR_LIMIT_MB', megabytes(256)],
+  tmpBytes: ['TMP_LIMIT_MB', megabytes(64)],
+  maxFileBytes: ['MAX_FILE_SIZE_MB', megabytes(128)],
+  maxOutputFiles: ['MAX_OUTPUT_FILES', positiveInt(10_000).default(50)],
+  maxOutputFileBytes: ['MAX_OUTPUT_FILE_MB', megabytes(128)],
+  maxOutputTotalBytes: ['MAX_OUTPUT_TOTAL_MB', megabytes(256)],
+})
+
+const pool = slice({
+  min: ['POOL_MIN', decimal({ min: 0, max: 256 }).optional()],
+  max: ['POOL_MAX', positiveInt(256).default(8)],
+  zygotes: ['ZYGOTES', positiveInt(16).default(1)],
+  mode: ['POOL_MODE', z.enum(['warm', 'cold']).default('warm')],
+  maxQueue: ['MAX_QUEUE', decimal({ min: 0, max: 100_000 }).default(64)],
+  queueTimeoutMs: ['QUEUE_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
+})
+
+const live = slice({
+  max: ['MAX_LIVE_WORKERS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxPerUser: ['MAX_LIVE_WORKERS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  idleTimeoutMs: ['LIVE_IDLE_TIMEOUT', duration.default(10 * 60_000)],
+})
+
+const admission = slice({
+  maxConcurrentPerUser: ['MAX_CONCURRENT_PER_USER', decimal({ min: 0, max: 10_000 }).default(4)],
+  rateLimitPerMinute: ['RATE_LIMIT_PER_MINUTE', decimal({ min: 0, max: 1_000_000 }).default(0)],
+})
+
+const storage = slice({
+  maxUploadBytes: ['MAX_UPLOAD_MB', megabytes(150)],
+  fileTtlMs: ['FILE_TTL', duration.default(24 * 3_600_000)],
+  sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
+})
+
+const SLICES = [server, authSettings, jail, limits, pool, live, admission, storage] as const
+
+/**
+ * Every setting Warden reads, with its default: the union of the slices. The only place that reads
+ * process.env; README's configuration table is kept in step with it by test/unit/readme.test.ts.
+ */
+export const EnvSchema = z.object(Object.fromEntries(SLICES.flatMap((part) => Object.values(part.settings))))
+
+export type AuthSettings = SliceOf<typeof authSettings.settings>
+/** What every execution gets unless a request asks for less time. */
+export type ExecutionLimits = SliceOf<typeof limits.settings>
+export type LiveSettings = SliceOf<typeof live.settings>
 
 export interface AuthConfig {
   methods: AuthMethod[]
@@ -154,21 +168,8 @@ export interface AuthConfig {
   } | null
 }
 
-/** What every execution gets unless a request asks for less time. */
-export interface ExecutionLimits {
-  timeoutMs: number
-  memoryBytes: number
-  pidsMax: number
-  cpus: number
-  maxStdoutBytes: number
-  maxStderrBytes: number
-  workdirBytes: number
-  tmpBytes: number
-  maxFileBytes: number
-  maxOutputFiles: number
-  maxOutputFileBytes: number
-  maxOutputTotalBytes: number
-}
+/** The configuration: the slices as read, and the few values derived from several settings. */
+export type Config = ReturnType<typeof buildConfig>
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -183,56 +184,43 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Readonly<Conf
     const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`)
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
   }
-  const e = parsed.data
-  const poolMin = e.POOL_MIN ?? Math.min(DEFAULT_POOL_MIN, e.POOL_MAX)
-  if (poolMin > e.POOL_MAX) throw new ConfigError(`invalid configuration:\n  POOL_MIN: must not exceed POOL_MAX (${e.POOL_MAX})`)
-  return Object.freeze({
-    host: e.HOST,
-    port: e.PORT,
-    dataDir: path.resolve(e.DATA_DIR),
-    runDir: path.resolve(e.RUN_DIR ?? path.join(os.tmpdir(), `warden-${process.pid}`)),
-    logLevel: e.LOG_LEVEL,
-    auth: resolveAuth(e),
-    jail: {
-      driver: e.JAIL,
-      nsjailPath: e.NSJAIL_PATH,
-      bwrapPath: e.BWRAP_PATH,
-      nsjailConfig: path.resolve(e.NSJAIL_CONFIG ?? path.join(repoRoot, 'nsjail.cfg')),
-      pythonPath: e.PYTHON_PATH,
-      preloadModules: e.PRELOAD_MODULES,
-      uidBase: e.JAIL_UID_BASE,
-      cgroups: e.CGROUPS,
-      strict: e.STRICT,
-    },
-    limits: {
-      timeoutMs: e.EXEC_TIMEOUT_MS,
-      memoryBytes: e.MEMORY_LIMIT_MB,
-      pidsMax: e.PIDS_LIMIT,
-      cpus: e.CPU_LIMIT,
-      maxStdoutBytes: e.MAX_STDOUT_BYTES,
-      maxStderrBytes: e.MAX_STDERR_BYTES,
-      workdirBytes: e.WORKDIR_LIMIT_MB,
-      tmpBytes: e.TMP_LIMIT_MB,
-      maxFileBytes: e.MAX_FILE_SIZE_MB,
-      maxOutputFiles: e.MAX_OUTPUT_FILES,
-      maxOutputFileBytes: e.MAX_OUTPUT_FILE_MB,
-      maxOutputTotalBytes: e.MAX_OUTPUT_TOTAL_MB,
-    },
-    pool: { min: poolMin, max: e.POOL_MAX, zygotes: e.ZYGOTES, mode: e.POOL_MODE, maxQueue: e.MAX_QUEUE, queueTimeoutMs: e.QUEUE_TIMEOUT_MS },
-    admission: { maxConcurrentPerUser: e.MAX_CONCURRENT_PER_USER, rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE },
-    // long enough for a running execution to finish by default
-    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS ?? e.EXEC_TIMEOUT_MS + 10_000,
-    storage: { maxUploadBytes: e.MAX_UPLOAD_MB, fileTtlMs: e.FILE_TTL, sweepIntervalMs: e.SWEEP_INTERVAL },
-    maxBodyBytes: e.MAX_BODY_MB,
-    metricsToken: e.METRICS_TOKEN ?? null,
-    logCode: e.LOG_CODE,
-  })
+  return Object.freeze(buildConfig(parsed.data))
 }
 
-function resolveAuth (e: Env): AuthConfig {
-  const apiKeys = [...splitKeys(e.CODE_API_KEY ?? ''), ...(e.CODE_API_KEY_FILE === undefined ? [] : readKeyFile(e.CODE_API_KEY_FILE))]
-  const hasJwt = e.JWT_PUBLIC_KEYS !== undefined || e.JWT_JWKS_URL !== undefined
-  const methods = e.AUTH ?? [...(apiKeys.length > 0 ? ['api-key' as const] : []), ...(hasJwt ? ['jwt' as const] : [])]
+function buildConfig (e: Record<string, unknown>) {
+  const base = server.read(e)
+  const poolSettings = pool.read(e)
+  const limitSettings = limits.read(e)
+  const jailSettings = jail.read(e)
+  const poolMin = poolSettings.min ?? Math.min(DEFAULT_POOL_MIN, poolSettings.max)
+  if (poolMin > poolSettings.max) throw new ConfigError(`invalid configuration:\n  POOL_MIN: must not exceed POOL_MAX (${poolSettings.max})`)
+  return {
+    host: base.host,
+    port: base.port,
+    dataDir: path.resolve(base.dataDir),
+    runDir: path.resolve(base.runDir ?? path.join(os.tmpdir(), `warden-${process.pid}`)),
+    logLevel: base.logLevel,
+    auth: resolveAuth(authSettings.read(e), base.host),
+    jail: { ...jailSettings, nsjailConfig: path.resolve(jailSettings.nsjailConfig ?? path.join(repoRoot, 'nsjail.cfg')) },
+    limits: limitSettings,
+    pool: { ...poolSettings, min: poolMin },
+    live: live.read(e),
+    admission: admission.read(e),
+    // long enough for a running execution to finish by default
+    shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
+    storage: storage.read(e),
+    maxBodyBytes: base.maxBodyBytes,
+    /** bearer token /metrics requires; null: /metrics is open like /health */
+    metricsToken: base.metricsToken ?? null,
+    /** log submitted code at debug level (only with LOG_LEVEL=debug) */
+    logCode: base.logCode,
+  }
+}
+
+function resolveAuth (a: AuthSettings, host: string): AuthConfig {
+  const apiKeys = [...splitKeys(a.apiKey ?? ''), ...(a.apiKeyFile === undefined ? [] : readKeyFile(a.apiKeyFile))]
+  const hasJwt = a.jwtPublicKeys !== undefined || a.jwtJwksUrl !== undefined
+  const methods = a.methods ?? [...(apiKeys.length > 0 ? ['api-key' as const] : []), ...(hasJwt ? ['jwt' as const] : [])]
   if (methods.length === 0) {
     throw new ConfigError('invalid configuration:\n  CODE_API_KEY: no API key is set; set CODE_API_KEY (or JWT_PUBLIC_KEYS for ' +
       'LibreChat\'s JWTs), or AUTH=none to serve without authentication')
@@ -244,8 +232,8 @@ function resolveAuth (e: Env): AuthConfig {
   if (methods.includes('jwt') && !hasJwt) {
     throw new ConfigError('invalid configuration:\n  JWT_PUBLIC_KEYS: AUTH includes jwt but neither JWT_PUBLIC_KEYS nor JWT_JWKS_URL is set')
   }
-  if (methods.includes('none') && !isLoopback(e.HOST) && !e.ALLOW_UNAUTHENTICATED_REMOTE) {
-    throw new ConfigError(`invalid configuration:\n  AUTH: none serves only on a loopback address, not HOST=${e.HOST}; ` +
+  if (methods.includes('none') && !isLoopback(host) && !a.allowUnauthenticatedRemote) {
+    throw new ConfigError(`invalid configuration:\n  AUTH: none serves only on a loopback address, not HOST=${host}; ` +
       'set ALLOW_UNAUTHENTICATED_REMOTE=true to serve anyone who can reach it')
   }
   return {
@@ -253,12 +241,12 @@ function resolveAuth (e: Env): AuthConfig {
     apiKeys,
     jwt: methods.includes('jwt')
       ? {
-          publicKeys: e.JWT_PUBLIC_KEYS ?? null,
-          jwksUrl: e.JWT_JWKS_URL ?? null,
-          issuer: e.JWT_ISSUER,
-          audience: e.JWT_AUDIENCE,
-          maxLifetimeS: e.JWT_MAX_LIFETIME_S,
-          clockSkewS: e.JWT_CLOCK_SKEW_S,
+          publicKeys: a.jwtPublicKeys ?? null,
+          jwksUrl: a.jwtJwksUrl ?? null,
+          issuer: a.jwtIssuer,
+          audience: a.jwtAudience,
+          maxLifetimeS: a.jwtMaxLifetimeS,
+          clockSkewS: a.jwtClockSkewS,
         }
       : null,
   }

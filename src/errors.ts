@@ -45,3 +45,45 @@ export type ErrorCode = (typeof errors)[keyof typeof errors]['code']
 export function isApiError (value: unknown): value is ApiError {
   return value instanceof ApiError
 }
+
+/**
+ * Failures of the layers below the API (exec, pool, storage, live workers): a stable code in the undici
+ * style and no HTTP status. They never know about HTTP; the one error boundary (src/api/error-boundary.ts)
+ * maps each code to an answer from the table above.
+ */
+export class WardenError extends Error {
+  override name = 'WardenError'
+  constructor (
+    readonly code: WardenErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+    options?: ErrorOptions
+  ) {
+    super(message, options)
+  }
+}
+
+export const WARDEN_ERRORS = {
+  /** every worker is busy and the queue is full, or the wait ran out; details.retryAfterSeconds */
+  poolBusy: 'WARDEN_POOL_BUSY',
+  /** one user already runs as many executions as allowed; details.retryAfterSeconds */
+  userBusy: 'WARDEN_USER_BUSY',
+  /** no jail is running, or the jail died under a run */
+  jailUnavailable: 'WARDEN_JAIL_UNAVAILABLE',
+  inputNotFound: 'WARDEN_INPUT_NOT_FOUND',
+  inputsTooLarge: 'WARDEN_INPUTS_TOO_LARGE',
+  invalidFileName: 'WARDEN_INVALID_FILE_NAME',
+  invalidId: 'WARDEN_INVALID_ID',
+  invalidFileKind: 'WARDEN_INVALID_FILE_KIND',
+  fileTooLarge: 'WARDEN_FILE_TOO_LARGE',
+  /** the caps on live workers (total or per user) are reached; details.retryAfterSeconds */
+  liveCapacity: 'WARDEN_LIVE_CAPACITY',
+  /** a live worker (kernel, paused run) that does not exist for this caller */
+  liveNotFound: 'WARDEN_LIVE_NOT_FOUND',
+} as const
+
+export type WardenErrorCode = (typeof WARDEN_ERRORS)[keyof typeof WARDEN_ERRORS]
+
+export function isWardenError (value: unknown, code?: WardenErrorCode): value is WardenError {
+  return value instanceof WardenError && (code === undefined || value.code === code)
+}

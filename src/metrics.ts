@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { ExecutionResult } from './exec/execute.ts'
+import type { LiveStats } from './live/registry.ts'
 import type { PoolStats } from './pool/worker-pool.ts'
 import type { FileStore } from './storage/file-store.ts'
 
@@ -23,7 +24,9 @@ export class Metrics {
   private readonly transferBytes: Counter<'direction'>
   private storageCache: { at: number, value: { files: number, bytes: number } } | null = null
 
-  constructor (pool: () => PoolStats, store: FileStore) {
+  private readonly liveEvents: Counter<'kind' | 'event'>
+
+  constructor (pool: () => PoolStats, store: FileStore, live: () => LiveStats | null = () => null) {
     collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
     const registers = [this.registry]
     this.executions = new Counter({ name: 'warden_executions_total', help: 'Executions by language and outcome', labelNames: ['language', 'outcome'], registers })
@@ -55,6 +58,8 @@ export class Metrics {
       gauge.set({ result: 'hit' }, stats.acquiredWarm)
       gauge.set({ result: 'miss' }, stats.acquiredCold)
     })
+    liveWorkersGauge(registers, live)
+    this.liveEvents = new Counter({ name: 'warden_live_workers_events_total', help: 'Live workers created and ended, by kind and event (created, stopped, expired, died, shutdown)', labelNames: ['kind', 'event'], registers })
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -77,6 +82,10 @@ export class Metrics {
     observe('store', result.phases.storeMs)
   }
 
+  recordLive (event: string, kind: string): void {
+    this.liveEvents.inc({ kind, event })
+  }
+
   recordRejected (language: string): void {
     this.executions.inc({ language, outcome: 'rejected' })
   }
@@ -97,4 +106,18 @@ export class Metrics {
     }
     return this.storageCache.value
   }
+}
+
+/** Live workers by kind, read when scraped. */
+function liveWorkersGauge (registers: Registry[], live: () => LiveStats | null): Gauge<'kind'> {
+  return new Gauge({
+    name: 'warden_live_workers',
+    help: 'Live workers (Jupyter kernels, paused tool-calling runs) by kind',
+    labelNames: ['kind'],
+    registers,
+    collect () {
+      this.reset()
+      for (const [kind, count] of Object.entries(live()?.byKind ?? {})) this.set({ kind }, count)
+    },
+  })
 }

@@ -14,7 +14,9 @@ async function main (): Promise<void> {
   const app = await buildApp(config, {
     store: services.store,
     workers: services.pool,
-    health: services.health,
+    live: services.live,
+    state: services.state,
+    languages: services.languages,
     metrics: services.metrics,
     isReady: services.isReady,
     isDraining: () => draining,

@@ -1,6 +1,5 @@
 import path from 'node:path'
 import type { Logger } from 'pino'
-import type { HealthReport } from './api/health.ts'
 import type { Config } from './config.ts'
 import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
 import { Metrics } from './metrics.ts'
@@ -9,10 +8,13 @@ import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
-import { WorkerPool, type WorkerProvider } from './pool/worker-pool.ts'
+import { WorkerPool, type PoolStats, type WorkerProvider } from './pool/worker-pool.ts'
 import { Zygote, channelDirFor } from './pool/zygote.ts'
 import { ZygoteSet } from './pool/zygotes.ts'
 import { MAX_JOB_MESSAGE_BYTES, MAX_WORKER_MESSAGE_BYTES } from './exec/job-budget.ts'
+import { computeCapacity } from './capacity.ts'
+import { checkLanguages, type LanguageAvailability } from './exec/languages/index.ts'
+import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
@@ -20,12 +22,28 @@ import { startRetentionSweeper } from './storage/retention.ts'
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 const VERSION = '0.1.0'
 
+/** What /health reports, as the services know it; api/health.ts shapes it for the wire. */
+export interface ServiceState {
+  startedAt: number
+  version: string
+  driver: JailDriver
+  cgroups: Cgroups | null
+  pool: PoolStats
+  live: LiveStats | null
+  languages: LanguageAvailability
+  selfTest: SelfTestReport | null
+  warnings: string[]
+}
+
 export interface Services {
   store: FileStore
   pool: WorkerProvider
+  /** kernels and paused runs; null in the benchmark's cold mode */
+  live: LiveWorkers | null
   driver: JailDriver
   cgroups: Cgroups | null
-  health: () => HealthReport
+  state: () => ServiceState
+  languages: LanguageAvailability
   metrics: Metrics
   /** run the startup canaries once the server listens on `serverPort`; the verdict shows on /health */
   selfTest: (serverPort: number) => Promise<SelfTestReport>
@@ -69,13 +87,22 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     await cgroups?.close()
     throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
   }
-  metrics = new Metrics(() => pool.stats(), store)
+  const languages = checkLanguages()
+  for (const { language, executables } of languages.missing) {
+    log.warn({ language: language.id, missing: executables }, 'language not installed: its requests get 400 unsupported_language')
+  }
+  const capacity = computeCapacity(config)
+  warnings.push(...capacity.warnings)
+  const live = zygotes === null ? null : new LiveWorkers(zygotes, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+  metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
+  if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
   return {
     store,
     pool,
+    live,
     driver,
     cgroups,
     metrics,
@@ -84,38 +111,11 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort })
       return selfTest
     },
-    health: () => {
-      const stats = pool.stats()
-      const status = selfTest === null
-        ? 'starting'
-        : !selfTest.passed || stats.zygotesAlive === 0
-            ? 'unavailable'
-            : warnings.length > 0 || stats.zygotesAlive < stats.zygotes ? 'degraded' : 'ok'
-      return {
-        status,
-        version: VERSION,
-        uptime_s: Math.round((Date.now() - started) / 1000),
-        jail: { driver: driver.name, version: driver.version },
-        cgroups: { active: cgroups !== null, description: cgroups?.description ?? 'off' },
-        pool: {
-          warm: stats.warm,
-          busy: stats.busy,
-          starting: stats.starting,
-          waiting: stats.waiting,
-          zygotes_alive: stats.zygotesAlive,
-          zygotes: stats.zygotes,
-          spawned: stats.spawned,
-          acquired_warm: stats.acquiredWarm,
-          acquired_cold: stats.acquiredCold,
-          jails_started: stats.jailsStarted,
-          slots: stats.slots,
-        },
-        self_test: selfTest,
-        warnings,
-      }
-    },
+    languages,
+    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
     close: async () => {
       await sweeper.stop()
+      await live?.close()
       await pool.close()
       await zygotes?.close()
       await cgroups?.close()
@@ -124,22 +124,13 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
 }
 
-/**
- * Worker slots per zygote: every single-use worker the pool may hold at once, spread over the zygotes,
- * plus room for workers still being cleaned up after their run (a slot is free again only once its
- * worker's cgroup is empty).
- */
-export function slotsPerZygote (pool: Config['pool']): number {
-  return Math.ceil(pool.max / pool.zygotes) * 2 + 2
-}
-
 async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, zygotes: ZygoteSet | null }> {
   if (config.pool.mode === 'cold') {
     // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
     const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
     return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), zygotes: null }
   }
-  const slotCount = slotsPerZygote(config.pool)
+  const slotCount = computeCapacity(config).slotsPerZygote
   const zygotes = await ZygoteSet.start(config.pool.zygotes, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
   const pool = new WorkerPool(zygotes, {
     min: config.pool.min,

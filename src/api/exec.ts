@@ -1,21 +1,21 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
-import { errors, isApiError } from '../errors.ts'
+import { errors } from '../errors.ts'
 import type { UserConcurrency } from '../exec/admission.ts'
 import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
 import { formatBudget, JOB_BUDGET_BYTES, jobBytes } from '../exec/job-budget.ts'
-import { resolveLanguage, SUPPORTED_LANGUAGES } from '../exec/languages/index.ts'
+import { resolveLanguage, type LanguageAvailability } from '../exec/languages/index.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
 
 export interface ExecRouteDeps extends ExecDeps {
+  languages: LanguageAvailability
   admission: UserConcurrency
   metrics: Metrics
   /** log the submitted code at debug level (LOG_CODE=true) */
   logCode: boolean
-  isDraining: () => boolean
 }
 
 export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) => {
@@ -27,10 +27,7 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
     },
   }, async (request) => {
     const body = request.body
-    const language = resolveLanguage(body.lang)
-    if (language === null) {
-      throw errors.unsupportedLanguage(`Unsupported language "${body.lang}". Warden runs: ${SUPPORTED_LANGUAGES.join(', ')}.`)
-    }
+    const language = availableLanguage(body.lang, deps.languages)
     const bytes = jobBytes(body.code, body.args ?? [])
     if (bytes > JOB_BUDGET_BYTES) {
       throw errors.payloadTooLarge(`The code and args are ${bytes} bytes; the limit is ${formatBudget()} together.`)
@@ -50,22 +47,18 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       args: body.args ?? [],
       files: (body.files ?? []).map((file) => ({
         id: file.id,
-        sessionId: (file.storage_session_id ?? file.session_id) as string,
+        storageSessionId: (file.storage_session_id ?? file.session_id) as string,
         name: file.name,
       })),
       identity,
       timeoutMs: body.timeout,
     }, deps).catch((error: unknown) => {
       deps.metrics.recordRejected(language.id)
-      // a run cut short because the server is stopping says so, not that the sandbox broke
-      if (deps.isDraining() && isApiError(error) && error.code === errors.jailUnavailable.code) {
-        throw errors.shuttingDown('Warden is shutting down and stopped this execution before it finished; retry.', {}, { cause: error })
-      }
       throw error
     }).finally(leave)
     deps.metrics.recordExecution(language.id, result)
     request.log.info({
-      sessionId: result.sessionId,
+      executionId: result.executionId,
       language: language.id,
       outcome: result.outcome.status,
       wallMs: Math.round(result.wallMs),
@@ -76,15 +69,26 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
   })
 }
 
+/** The language `lang` names, if this server can run it; otherwise a 400 that says what is missing. */
+function availableLanguage (lang: string, languages: LanguageAvailability) {
+  const language = resolveLanguage(lang)
+  const missing = languages.missing.find((entry) => entry.language === language)
+  if (language !== null && missing === undefined) return language
+  const runs = languages.available.flatMap((available) => available.aliases).join(', ')
+  if (missing === undefined) throw errors.unsupportedLanguage(`Unsupported language "${lang}". Warden runs: ${runs}.`)
+  throw errors.unsupportedLanguage(`Language "${lang}" is not installed on this server: ${missing.executables.join(', ')} ` +
+    `${missing.executables.length === 1 ? 'is' : 'are'} missing (Debian package: ${missing.language.install}). Warden runs: ${runs}.`)
+}
+
 function toWire (result: ExecutionResult): ExecResponse {
   return {
-    session_id: result.sessionId,
+    session_id: result.executionId,
     stdout: result.stdout,
     stderr: result.stderr,
     files: result.files.map((file) => ({
       id: file.id,
       name: file.name,
-      storage_session_id: file.sessionId,
+      storage_session_id: file.storageSessionId,
       path: `/mnt/data/${file.name}`,
     })),
     deleted_files: result.deletedFiles,

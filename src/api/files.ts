@@ -13,20 +13,20 @@ import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
 export interface FileRouteDeps { store: FileStore, metrics: Metrics }
 
-function checkIds (sessionId: string, fileId?: string): void {
-  if (!isId(sessionId)) throw errors.invalidId('session_id must be a 21-character id.')
+function checkIds (storageSessionId: string, fileId?: string): void {
+  if (!isId(storageSessionId)) throw errors.invalidId('session_id must be a 21-character id.')
   if (fileId !== undefined && !isId(fileId)) throw errors.invalidId('file id must be a 21-character id.')
 }
 
-function notFound (sessionId: string, fileId: string) {
-  return errors.fileNotFound(`File ${sessionId}/${fileId} was not found; it may have expired.`)
+function notFound (storageSessionId: string, fileId: string) {
+  return errors.fileNotFound(`File ${storageSessionId}/${fileId} was not found; it may have expired.`)
 }
 
 /** The file, if it exists and the request's identity may use it; another user's file is "not found". */
-async function accessibleFile (store: FileStore, request: FastifyRequest, sessionId: string, fileId: string): Promise<StoredFile> {
-  checkIds(sessionId, fileId)
-  const file = await store.get(sessionId, fileId)
-  if (file === null || !canAccess(scopedIdentity(request), file)) throw notFound(sessionId, fileId)
+async function accessibleFile (store: FileStore, request: FastifyRequest, storageSessionId: string, fileId: string): Promise<StoredFile> {
+  checkIds(storageSessionId, fileId)
+  const file = await store.get(storageSessionId, fileId)
+  if (file === null || !canAccess(scopedIdentity(request), file)) throw notFound(storageSessionId, fileId)
   return file
 }
 
@@ -52,10 +52,10 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
   api.get('/download/:session_id/:file_id', {
     schema: { summary: 'Download a stored file', params: SessionFileParamsSchema, querystring: FileScopeQuery, response: { '4xx': ErrorSchema } },
   }, async (request, reply) => {
-    const { session_id: sessionId, file_id: fileId } = request.params
-    await accessibleFile(store, request, sessionId, fileId)
-    const opened = await store.open(sessionId, fileId)
-    if (opened === null) throw notFound(sessionId, fileId)
+    const { session_id: storageSessionId, file_id: fileId } = request.params
+    await accessibleFile(store, request, storageSessionId, fileId)
+    const opened = await store.open(storageSessionId, fileId)
+    if (opened === null) throw notFound(storageSessionId, fileId)
     metrics.recordTransfer('download', opened.file.size)
     return sendFile(reply, opened.file, opened.stream)
   })
@@ -69,14 +69,14 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
     },
   }
   api.get('/sessions/:session_id/objects/:file_id', objectInfo, async (request) => {
-    const { session_id: sessionId, file_id: fileId } = request.params
-    await accessibleFile(store, request, sessionId, fileId)
+    const { session_id: storageSessionId, file_id: fileId } = request.params
+    await accessibleFile(store, request, storageSessionId, fileId)
     // a probe means LibreChat is about to use the file: it counts as use for retention
-    await store.touch(sessionId, fileId)
-    const file = await store.get(sessionId, fileId)
-    if (file === null) throw notFound(sessionId, fileId)
+    await store.touch(storageSessionId, fileId)
+    const file = await store.get(storageSessionId, fileId)
+    if (file === null) throw notFound(storageSessionId, fileId)
     return {
-      name: `${file.sessionId}/${file.id}`,
+      name: `${file.storageSessionId}/${file.id}`,
       originalFilename: file.name,
       size: file.size,
       contentType: file.contentType,
@@ -93,17 +93,17 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
       response: { 200: z.array(z.unknown()), '4xx': ErrorSchema },
     },
   }, async (request) => {
-    const sessionId = request.params.session_id
-    checkIds(sessionId)
+    const storageSessionId = request.params.session_id
+    checkIds(storageSessionId)
     const identity = scopedIdentity(request)
-    const files = (await store.list(sessionId)).filter((file) => canAccess(identity, file))
+    const files = (await store.list(storageSessionId)).filter((file) => canAccess(identity, file))
     return files.map((file) => describe(file, request.query.detail))
   })
 
-  const deleteFile = async (request: FastifyRequest, sessionId: string, fileId: string) => {
-    await accessibleFile(store, request, sessionId, fileId)
-    if (!await store.delete(sessionId, fileId)) throw notFound(sessionId, fileId)
-    return { message: 'success', session_id: sessionId, fileId }
+  const deleteFile = async (request: FastifyRequest, storageSessionId: string, fileId: string) => {
+    await accessibleFile(store, request, storageSessionId, fileId)
+    if (!await store.delete(storageSessionId, fileId)) throw notFound(storageSessionId, fileId)
+    return { message: 'success', session_id: storageSessionId, fileId }
   }
   const deleteSchema = { schema: { summary: 'Delete a stored file', params: SessionFileParamsSchema, response: { 200: DeleteResponse, '4xx': ErrorSchema } } }
   api.delete('/files/:session_id/:file_id', deleteSchema, async (request) =>
@@ -124,19 +124,19 @@ function sendFile (reply: FastifyReply, file: StoredFile, stream: NodeJS.Readabl
 
 /** The shapes of the official server's detail levels (spec §3.8). */
 function describe (file: StoredFile, detail: 'simple' | 'summary' | 'full' | 'normalized') {
-  const name = `${file.sessionId}/${file.id}`
+  const name = `${file.storageSessionId}/${file.id}`
   switch (detail) {
     case 'simple':
       return name
     case 'summary':
       return { name, size: file.size, lastModified: file.lastUsedAt, etag: etag(file) }
     case 'normalized':
-      return { id: file.id, name: file.name, storage_session_id: file.sessionId, size: file.size, contentType: file.contentType, lastModified: file.lastUsedAt }
+      return { id: file.id, name: file.name, storage_session_id: file.storageSessionId, size: file.size, contentType: file.contentType, lastModified: file.lastUsedAt }
     case 'full':
       return {
         id: file.id,
         name,
-        storage_session_id: file.sessionId,
+        storage_session_id: file.storageSessionId,
         size: file.size,
         lastModified: file.lastUsedAt,
         etag: etag(file),

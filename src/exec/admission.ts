@@ -1,5 +1,5 @@
 import type { Identity } from '../auth/identity.ts'
-import { errors } from '../errors.ts'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 
 /**
  * A cap on one user's executions at a time, so one conversation cannot take every worker. Only users
@@ -16,8 +16,8 @@ export class UserConcurrency {
     const key = `${identity.tenant}\u0000${identity.user}`
     const count = this.running.get(key) ?? 0
     if (count >= this.limit) {
-      throw errors.rateLimited(`This user already has ${count} executions running (the limit is ${this.limit}). Retry after 1 s.`,
-        { retry_after_seconds: 1 })
+      throw new WardenError(WARDEN_ERRORS.userBusy, `This user already has ${count} executions running (the limit is ${this.limit}).`,
+        { retryAfterSeconds: 1 })
     }
     this.running.set(key, count + 1)
     let left = false

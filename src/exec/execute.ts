@@ -1,9 +1,8 @@
 import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
-import { errors } from '../errors.ts'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { RunPhases } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
-import { PoolBusyError, PoolUnavailableError } from '../pool/worker-pool.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
 import { collectRun, type CollectedRun } from './collect-run.ts'
@@ -23,7 +22,8 @@ export interface ExecutionRequest {
 }
 
 export interface ExecutionResult {
-  sessionId: string
+  /** the execution's id on the wire (`session_id`); its outputs are stored under it as their storage session */
+  executionId: string
   stdout: string
   stderr: string
   files: StoredFile[]
@@ -54,10 +54,10 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const clock = stopwatch()
   const inputs = await resolveInputs(request.files, store, limits.workdirBytes, request.identity)
   const resolveMs = clock.lap()
-  const sessionId = newId()
+  const executionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
-  const outputs = new OutputCollector(store, sessionId, request.identity, limits)
-  const worker = await acquire(workers)
+  const outputs = new OutputCollector(store, executionId, request.identity, limits)
+  const worker = await workers.acquire()
   const acquireMs = clock.lap()
   let run: CollectedRun
   try {
@@ -82,7 +82,7 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   if ((run.jailLost || brokeBeforeStart) && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
     await outputs.discard()
     // the detail (zygote, slot, signal) is for the log, not for the client
-    throw errors.jailUnavailable('The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
+    throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
   clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
@@ -92,7 +92,7 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const discarded = outcome.status === 'ok' ? 0 : Math.max(run.discardedOutputs, outputs.count)
   if (discarded > 0) notes.push(`${discarded} file(s) written to /mnt/data were not kept because the execution did not succeed.`)
   return {
-    sessionId,
+    executionId,
     stdout: run.stdout.toString('utf8'),
     stderr: appendLines(run.stderr.toString('utf8'), [...notes, ...(outcome.explanation === null ? [] : [outcome.explanation])]),
     files,
@@ -106,17 +106,6 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
 /** RLIMIT_CPU behind the wall-clock limit: a second more, so the wall clock ends a run first. */
 export function cpuSecondsFor (timeoutMs: number): number {
   return Math.ceil(timeoutMs / 1000) + 1
-}
-
-async function acquire (workers: WorkerSource): Promise<Worker> {
-  try {
-    return await workers.acquire()
-  } catch (error) {
-    if (error instanceof PoolBusyError) {
-      throw errors.rateLimited(`${error.message} Retry after ${error.retryAfterSeconds} s.`, { retry_after_seconds: error.retryAfterSeconds })
-    }
-    throw error instanceof PoolUnavailableError ? errors.jailUnavailable(error.message, {}, { cause: error }) : error
-  }
 }
 
 function stopwatch () {

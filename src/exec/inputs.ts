@@ -1,5 +1,5 @@
 import { canAccess, type Identity } from '../auth/identity.ts'
-import { errors } from '../errors.ts'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { WorkerInput } from '../pool/run.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { validateFileName } from '../storage/file-names.ts'
@@ -7,7 +7,7 @@ import { validateFileName } from '../storage/file-names.ts'
 /** A file named in `files[]` of /exec, after the wire shape was mapped (spec §3.1.1). */
 export interface InputRef {
   id: string
-  sessionId: string
+  storageSessionId: string
   name: string
 }
 
@@ -24,12 +24,12 @@ export async function resolveInputs (refs: InputRef[], store: FileStore, workdir
   const byName = new Map<string, ResolvedInput>()
   for (const ref of refs) {
     const checked = validateFileName(ref.name)
-    if (!checked.ok) throw errors.invalidFileName(`Input file name "${ref.name}" is not allowed: ${checked.reason}`)
-    const found = await store.get(ref.sessionId, ref.id)
+    if (!checked.ok) throw new WardenError(WARDEN_ERRORS.invalidFileName, `Input file name "${ref.name}" is not allowed: ${checked.reason}`)
+    const found = await store.get(ref.storageSessionId, ref.id)
     // another user's file is reported exactly like a missing one: nothing leaks
     const file = found !== null && canAccess(identity, found) ? found : null
     if (file === null) {
-      throw errors.fileNotFound(`Input file "${ref.name}" (${ref.sessionId}/${ref.id}) was not found; it may have expired.`)
+      throw new WardenError(WARDEN_ERRORS.inputNotFound, `Input file "${ref.name}" (${ref.storageSessionId}/${ref.id}) was not found; it may have expired.`)
     }
     byName.delete(checked.name)
     byName.set(checked.name, { ref: { ...ref, name: checked.name }, file })
@@ -38,7 +38,7 @@ export async function resolveInputs (refs: InputRef[], store: FileStore, workdir
   refuseFileFolderClash(inputs.map((input) => input.ref.name))
   const footprint = workdirFootprint(inputs.map((input) => input.file.size))
   if (footprint > workdirBytes) {
-    throw errors.inputsTooLarge(
+    throw new WardenError(WARDEN_ERRORS.inputsTooLarge,
       `The input files take ${footprint} bytes of /mnt/data (whole 4 KiB pages), more than its quota of ${workdirBytes} bytes.`)
   }
   return inputs
@@ -57,7 +57,7 @@ export function toWorkerInputs (inputs: ResolvedInput[], store: FileStore): Work
     name: ref.name,
     size: file.size,
     read: async function * () {
-      const opened = await store.open(file.sessionId, file.id)
+      const opened = await store.open(file.storageSessionId, file.id)
       if (opened === null) throw new Error(`input ${ref.name} disappeared`)
       for await (const chunk of opened.stream) yield chunk as Uint8Array
     },
@@ -75,7 +75,7 @@ function refuseFileFolderClash (names: string[]): void {
     for (let depth = 1; depth < parts.length; depth++) {
       const folder = parts.slice(0, depth).join('/')
       if (files.has(folder)) {
-        throw errors.invalidFileName(`Input files "${folder}" and "${name}" clash: "${folder}" cannot be a file and a folder at once.`)
+        throw new WardenError(WARDEN_ERRORS.invalidFileName, `Input files "${folder}" and "${name}" clash: "${folder}" cannot be a file and a folder at once.`)
       }
     }
   }

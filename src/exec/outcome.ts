@@ -1,4 +1,5 @@
 import type { ExecutionLimits } from '../config.ts'
+import { formatBytes } from '../units.ts'
 import type { CollectedRun } from './collect-run.ts'
 
 /**
@@ -38,13 +39,6 @@ const SIGNAL_NAMES: Record<number, string> = {
 
 export function signalName (signal: number | null): string | null {
   return signal === null ? null : (SIGNAL_NAMES[signal] ?? `signal ${signal}`)
-}
-
-export function formatBytes (bytes: number): string {
-  if (bytes >= 1024 ** 3 && bytes % 1024 ** 3 === 0) return `${bytes / 1024 ** 3} GiB`
-  if (bytes >= 1024 ** 2) return `${Math.round((bytes / 1024 ** 2) * 10) / 10} MiB`
-  if (bytes >= 1024) return `${Math.round((bytes / 1024) * 10) / 10} KiB`
-  return `${bytes} bytes`
 }
 
 function formatSeconds (ms: number): string {

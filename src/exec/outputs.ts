@@ -24,7 +24,7 @@ export class OutputCollector implements OutputSink {
 
   constructor (
     private readonly store: FileStore,
-    private readonly sessionId: string,
+    private readonly storageSessionId: string,
     private readonly owner: Identity,
     private readonly limits: Pick<ExecutionLimits, 'maxOutputFiles' | 'maxOutputFileBytes' | 'maxOutputTotalBytes'>
   ) {}
@@ -42,7 +42,7 @@ export class OutputCollector implements OutputSink {
       return null
     }
     const writer = await this.store.create(
-      { sessionId: this.sessionId, name: checked.name, kind: 'output', owner: ownerFor(this.owner) },
+      { storageSessionId: this.storageSessionId, name: checked.name, kind: 'output', owner: ownerFor(this.owner) },
       this.limits.maxOutputFileBytes)
     const output: PendingOutput = { name: checked.name, writer, complete: false, overLimit: false }
     this.pending.push(output)

@@ -3,8 +3,8 @@ import type { OutputSink } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import { collectRun, type CollectedRun } from './collect-run.ts'
 import { cpuSecondsFor, type WorkerSource } from './execute.ts'
-import { bash } from './languages/bash.ts'
-import { python } from './languages/python.ts'
+import bash from './languages/bash.ts'
+import python from './languages/python.ts'
 
 export interface SelfTestCheck { name: string, ok: boolean, detail: string }
 export interface SelfTestReport { passed: boolean, checks: SelfTestCheck[], durationMs: number }

@@ -4,15 +4,11 @@ import path from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { promisify } from 'node:util'
 import { JAIL_PATHS, idMapLines, type JailDriver, type JailLaunch, type JailSpec } from './jail-spec.ts'
+import { SYSTEM_MOUNTS } from './mounts.ts'
 
 const run = promisify(execFile)
 
-/** Leaf files and directories of /etc the jail needs; the rest of /etc stays outside. */
-const ETC_BINDS = [
-  '/etc/ld.so.cache', '/etc/alternatives', '/etc/localtime', '/etc/matplotlibrc', '/etc/fonts',
-  '/etc/python3', '/etc/python3.11', '/etc/mime.types',
-]
-const SYNTHETIC_ETC = ['passwd', 'group', 'hosts', 'nsswitch.conf']
+const SYNTHETIC_FILES = SYSTEM_MOUNTS.filter((mount) => mount.kind === 'file')
 
 /**
  * bubblewrap, run unprivileged as the zygote's outside uid (setpriv), so the jail is nobody's root
@@ -46,12 +42,13 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
     // bwrap creates missing parents of a bind target 0700, which would hide /etc from the workers'
     // uid: create them readable first
     '--dir', '/etc', '--dir', '/opt', '--dir', '/run',
-    '--ro-bind', '/usr', '/usr',
-    '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin',
-    '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
-    ...ETC_BINDS.flatMap((path) => ['--ro-bind-try', path, path]),
+    ...SYSTEM_MOUNTS.flatMap((mount) => {
+      if (mount.kind === 'ro-bind') return [mount.optional === true ? '--ro-bind-try' : '--ro-bind', mount.path, mount.path]
+      if (mount.kind === 'symlink') return ['--symlink', mount.target, mount.path]
+      return []
+    }),
     // copied in through fds rather than bound from the run dir: no host path shows in the jail's mountinfo
-    ...SYNTHETIC_ETC.flatMap((name, index) => ['--perms', '0644', '--ro-bind-data', String(blockFd + 1 + index), `/etc/${name}`]),
+    ...SYNTHETIC_FILES.flatMap((mount, index) => ['--perms', '0644', '--ro-bind-data', String(blockFd + 1 + index), mount.path]),
     // procfs of the jail's pid namespace; bwrap adds no over-mounts when unprivileged, which a
     // worker needs to mount its own procfs on top
     '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/dev/shm',
@@ -64,12 +61,12 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
   ]
   return {
     argv,
-    driverFdCount: 2 + SYNTHETIC_ETC.length,
+    driverFdCount: 2 + SYNTHETIC_FILES.length,
     afterSpawn: async (child, firstDriverFd) => {
       const info = child.stdio[firstDriverFd] as Readable
       const block = child.stdio[firstDriverFd + 1] as Writable
-      for (const [index, name] of SYNTHETIC_ETC.entries()) {
-        (child.stdio[firstDriverFd + 2 + index] as Writable).end(await readFile(path.join(spec.etcDir, name)))
+      for (const [index, mount] of SYNTHETIC_FILES.entries()) {
+        (child.stdio[firstDriverFd + 2 + index] as Writable).end(await readFile(path.join(spec.etcDir, path.basename(mount.path))))
       }
       const pid = await readChildPid(info)
       const maps = idMapLines(spec)

@@ -1,13 +1,6 @@
 import { chmod, copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-
-/** Files of /etc that jails get from the server rather than from the host. */
-const SYNTHETIC_ETC: Record<string, string> = {
-  passwd: 'root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/usr/sbin/nologin\n',
-  group: 'root:x:0:\nnogroup:x:65534:\n',
-  hosts: '127.0.0.1 localhost sandbox\n::1 localhost\n',
-  'nsswitch.conf': 'passwd: files\ngroup: files\nhosts: files\n',
-}
+import { SYNTHETIC_ETC } from './mounts.ts'
 
 export interface RuntimeDir {
   root: string

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto'
 import { chmod, chown, mkdir, rm } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
+import { randomBytesFromPool } from './random-pool.ts'
 
 /** A worker's own connections to the server: nothing else, no earlier or later worker, holds them. */
 export interface WorkerSockets { control: net.Socket, stdout: net.Socket, stderr: net.Socket }
@@ -11,6 +11,8 @@ const KINDS = { C: 'control', O: 'stdout', E: 'stderr' } as const
 const HELLO_BYTES = TOKEN_BYTES + 1
 /** a connection that does not name itself in time is dropped */
 const HELLO_TIMEOUT_MS = 5_000
+
+interface PendingHello { socket: net.Socket, deadline: number }
 
 interface Expected {
   sockets: Partial<WorkerSockets>
@@ -25,8 +27,22 @@ interface Expected {
  */
 export class ChannelListener {
   private readonly expected = new Map<string, Expected>()
+  private readonly pendingHellos = new Set<PendingHello>()
+  private readonly helloSweep: NodeJS.Timeout
 
-  private constructor (private readonly server: net.Server, readonly directory: string) {}
+  private constructor (private readonly server: net.Server, readonly directory: string) {
+    // one sweep drops connections that never named themselves, instead of a timer per connection
+    this.helloSweep = setInterval(() => {
+      const now = Date.now()
+      for (const pending of this.pendingHellos) {
+        if (pending.deadline <= now) {
+          this.pendingHellos.delete(pending)
+          pending.socket.destroy()
+        }
+      }
+    }, HELLO_TIMEOUT_MS / 5)
+    this.helloSweep.unref()
+  }
 
   /**
    * Listen at `<directory>/sock`; the socket file is handed to `ownerUid` (mode 0600). The directory stays
@@ -53,7 +69,7 @@ export class ChannelListener {
 
   /** A fresh token and the promise of the three connections that will present it. */
   expect (): { token: string, sockets: Promise<WorkerSockets>, cancel: () => void } {
-    const token = randomBytes(TOKEN_BYTES).toString('hex')
+    const token = randomBytesFromPool(TOKEN_BYTES).toString('hex')
     const sockets = new Promise<WorkerSockets>((resolve) => {
       this.expected.set(token, { sockets: {}, resolve })
     })
@@ -70,24 +86,28 @@ export class ChannelListener {
       for (const socket of Object.values(this.expected.get(token)?.sockets ?? {})) socket?.destroy()
     }
     this.expected.clear()
+    clearInterval(this.helloSweep)
+    for (const pending of this.pendingHellos) pending.socket.destroy()
+    this.pendingHellos.clear()
     await new Promise<void>((resolve) => this.server.close(() => resolve()))
     await rm(this.directory, { recursive: true, force: true })
   }
 
   private accept (socket: net.Socket): void {
     socket.on('error', () => {})
-    let hello = Buffer.alloc(0)
-    const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS)
+    const pending: PendingHello = { socket, deadline: Date.now() + HELLO_TIMEOUT_MS }
+    this.pendingHellos.add(pending)
+    let hello: Buffer = Buffer.alloc(0)
     const onData = (chunk: Buffer) => {
-      hello = Buffer.concat([hello, chunk])
+      hello = hello.length === 0 ? chunk : Buffer.concat([hello, chunk])
       if (hello.length < HELLO_BYTES) return
-      clearTimeout(timer)
+      this.pendingHellos.delete(pending)
       socket.off('data', onData)
       socket.pause()
       this.attach(socket, hello.subarray(0, TOKEN_BYTES).toString('hex'), String.fromCharCode(hello[TOKEN_BYTES] ?? 0), hello.subarray(HELLO_BYTES))
     }
     socket.on('data', onData)
-    socket.once('close', () => clearTimeout(timer))
+    socket.once('close', () => this.pendingHellos.delete(pending))
   }
 
   private attach (socket: net.Socket, token: string, kindCode: string, rest: Buffer): void {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { Worker } from './worker.ts'
 import { ZygoteSet } from './zygotes.ts'
 
@@ -41,18 +42,13 @@ export interface WorkerProvider {
   close (): Promise<void>
 }
 
-export class PoolUnavailableError extends Error {
-  override name = 'PoolUnavailableError'
-  readonly code = 'POOL_UNAVAILABLE'
+function poolUnavailable (message: string): WardenError {
+  return new WardenError(WARDEN_ERRORS.jailUnavailable, message)
 }
 
 /** Every worker is busy and the queue is full, or the wait ran out: come back in `retryAfterSeconds`. */
-export class PoolBusyError extends Error {
-  override name = 'PoolBusyError'
-  readonly code = 'POOL_BUSY'
-  constructor (message: string, readonly retryAfterSeconds: number) {
-    super(message)
-  }
+function poolBusy (message: string, retryAfterSeconds: number): WardenError {
+  return new WardenError(WARDEN_ERRORS.poolBusy, message, { retryAfterSeconds })
 }
 
 interface Waiter { resolve: (worker: Worker) => void, reject: (error: Error) => void, timer: NodeJS.Timeout }
@@ -93,7 +89,7 @@ export class WorkerPool implements WorkerProvider {
   }
 
   async acquire (): Promise<Worker> {
-    if (!this.zygotes.hasLiveZygote && !this.zygotes.isRecovering) throw new PoolUnavailableError('no jail is running; see /health')
+    if (!this.zygotes.hasLiveZygote && !this.zygotes.isRecovering) throw poolUnavailable('no jail is running; see /health')
     this.dropIdle((worker) => !worker.isAlive)
     const warm = this.idle.pop()
     if (warm !== undefined) {
@@ -106,15 +102,15 @@ export class WorkerPool implements WorkerProvider {
     // are not queued behind anyone
     const queuedBeyondStarting = this.waiters.length - this.starting
     if (this.total() >= this.options.max && queuedBeyondStarting >= this.options.maxQueue) {
-      throw new PoolBusyError(`All ${this.options.max} workers are busy and ${this.options.maxQueue} requests are already waiting.`, this.retryAfterSeconds())
+      throw poolBusy(`All ${this.options.max} workers are busy and ${this.options.maxQueue} requests are already waiting.`, this.retryAfterSeconds())
     }
     const worker = await new Promise<Worker>((resolve, reject) => {
       const timer = setTimeout(() => {
         const index = this.waiters.indexOf(waiter)
         if (index >= 0) this.waiters.splice(index, 1)
         reject(this.zygotes.hasLiveZygote
-          ? new PoolBusyError(`No worker became free within ${Math.round(this.options.acquireTimeoutMs / 1000)} s.`, this.retryAfterSeconds())
-          : new PoolUnavailableError('no jail is running; see /health'))
+          ? poolBusy(`No worker became free within ${Math.round(this.options.acquireTimeoutMs / 1000)} s.`, this.retryAfterSeconds())
+          : poolUnavailable('no jail is running; see /health'))
       }, this.options.acquireTimeoutMs)
       const waiter: Waiter = { resolve, reject, timer }
       this.waiters.push(waiter)
@@ -157,7 +153,7 @@ export class WorkerPool implements WorkerProvider {
     for (const worker of this.idle.splice(0)) worker.dispose()
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer)
-      waiter.reject(new PoolUnavailableError('the server is shutting down'))
+      waiter.reject(poolUnavailable('the server is shutting down'))
     }
   }
 

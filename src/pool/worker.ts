@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net'
-import { randomBytes } from 'node:crypto'
 import type { CgroupCounters } from '../jail/cgroup.ts'
 import type { WorkerSockets } from './channels.ts'
 import { FrameDecoder, FrameType, MARKER_BYTES, type Frame } from './protocol.ts'
+import { randomBytesFromPool } from './random-pool.ts'
 import { Run, type RunLink, type WorkerJob } from './run.ts'
 
 /** How a worker ended; `jailLost` when its whole jail (the zygote) went away. */
@@ -72,7 +72,7 @@ export class Worker {
       readCounters: () => this.slot.readCounters(),
       pressure: (source, paused) => this.pressure(source, paused),
     }
-    const run = new Run(link, job, randomBytes(MARKER_BYTES), this.messageBytes.toWorker)
+    const run = new Run(link, job, randomBytesFromPool(MARKER_BYTES), this.messageBytes.toWorker)
     this.run = run
     // output of processes an earlier run left running comes first, then what already ended
     for (const chunk of this.between.stdout.splice(0)) this.feed('stdout', chunk)

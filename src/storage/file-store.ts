@@ -1,7 +1,10 @@
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
+import { formatBytes } from '../units.ts'
+
 /**
  * The store of uploaded and generated files, as the API and the execution pipeline use it. Local disk
  * (`local-file-store.ts`) is the embedded default; an object store can implement the same interface.
- * Files are addressed by (sessionId, fileId), both 21-char nanoids (`ids.ts`); names live in metadata.
+ * Files are addressed by (storageSessionId, fileId), both 21-char nanoids (`ids.ts`); names live in metadata.
  */
 
 /** Who a file came from: `user`/`agent`/`skill` uploads (spec §3.4) or an execution's `output`. */
@@ -12,7 +15,7 @@ export interface FileOwner { tenant: string, user: string }
 
 export interface StoredFile {
   id: string
-  sessionId: string
+  storageSessionId: string
   /** Path under /mnt/data, validated by `validateFileName`; may contain `/`. */
   name: string
   size: number
@@ -30,7 +33,7 @@ export interface StoredFile {
 }
 
 export interface NewFile {
-  sessionId: string
+  storageSessionId: string
   name: string
   /** What the client declared; used only when the name's extension is unknown (`contentTypeFor`). */
   contentType?: string
@@ -61,32 +64,30 @@ export interface FileStore {
   /**
    * Start writing a new file; nothing is visible until commit(). write() rejects with
    * FileTooLargeError once more than `maxBytes` would be written (and the writer is then aborted).
-   * Rejects with `invalid_id` / `invalid_file_name` ApiErrors for a bad session id or name.
+   * Rejects with a WardenError (invalid id, file name or kind) for a bad session id, name or kind.
    */
   create (file: NewFile, maxBytes: number): Promise<FileWriter>
   /** Stream a whole source into a new file (uploads); on any failure nothing is left behind. */
   put (file: NewFile, source: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StoredFile>
   /** Metadata only; does not count as a use. Null for an unknown, expired or malformed id. */
-  get (sessionId: string, fileId: string): Promise<StoredFile | null>
+  get (storageSessionId: string, fileId: string): Promise<StoredFile | null>
   /** Open for reading and mark as used now. The caller reads or destroys the stream. */
-  open (sessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null>
+  open (storageSessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null>
   /** Mark as used now (extends retention); a no-op for an unknown file. */
-  touch (sessionId: string, fileId: string): Promise<void>
+  touch (storageSessionId: string, fileId: string): Promise<void>
   /** The session's files, oldest first; [] for an unknown session. */
-  list (sessionId: string): Promise<StoredFile[]>
+  list (storageSessionId: string): Promise<StoredFile[]>
   /** True if the file existed and is now gone. */
-  delete (sessionId: string, fileId: string): Promise<boolean>
+  delete (storageSessionId: string, fileId: string): Promise<boolean>
   /** Remove files whose last use is older than ttlMs (at `now`, epoch ms); returns how many. */
   sweep (ttlMs: number, now?: number): Promise<number>
   /** Committed files and the bytes of their contents. */
   usage (): Promise<{ files: number, bytes: number }>
 }
 
-export class FileTooLargeError extends Error {
-  override name = 'FileTooLargeError'
-  readonly code = 'file_too_large'
-
+/** A file over the size it may have (an upload, an output): the code is the one the error boundary maps to 413. */
+export class FileTooLargeError extends WardenError {
   constructor (readonly limitBytes: number) {
-    super(`The file is larger than the limit of ${limitBytes} bytes.`)
+    super(WARDEN_ERRORS.fileTooLarge, `The file is larger than the limit of ${formatBytes(limitBytes)}.`, { limitBytes })
   }
 }

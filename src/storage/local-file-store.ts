@@ -2,7 +2,7 @@ import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { z } from 'zod'
-import { errors } from '../errors.ts'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import { contentTypeFor } from './content-type.ts'
 import { validateFileName } from './file-names.ts'
 import { FILE_KINDS, FileTooLargeError } from './file-store.ts'
@@ -11,8 +11,8 @@ import { ID_PATTERN, isId, newId } from './ids.ts'
 
 /**
  * Layout under DATA_DIR (one Warden process per directory):
- *   files/<sessionId>/<fileId>.data  the bytes
- *   files/<sessionId>/<fileId>.json  the metadata; its mtime is lastUsedAt, so a use is a utimes
+ *   files/<storageSessionId>/<fileId>.data  the bytes
+ *   files/<storageSessionId>/<fileId>.json  the metadata; its mtime is lastUsedAt, so a use is a utimes
  *   tmp/<random>                     files being written; emptied on every start
  * A file exists for readers once its `.json` exists. Both parts are written to tmp/, fsynced and
  * renamed into place (bytes first, metadata last, the directory fsynced after each), so a crash
@@ -30,7 +30,10 @@ const META = '.json'
 
 const silentLog: StorageLog = { info () {}, warn () {} }
 
-/** What `.json` holds: a StoredFile without lastUsedAt. */
+/**
+ * What `.json` holds: a StoredFile without lastUsedAt. The storage session id is `sessionId` on disk, as
+ * it has been since the first release: data directories written by earlier versions stay readable.
+ */
 const MetadataSchema = z.object({
   id: z.string().regex(ID_PATTERN),
   sessionId: z.string().regex(ID_PATTERN),
@@ -70,15 +73,15 @@ class DiskFileStore implements LocalFileStore {
   }
 
   async create (file: NewFile, maxBytes: number): Promise<FileWriter> {
-    if (!isId(file.sessionId)) throw errors.invalidId('The session id is not a 21-character id.')
+    if (!isId(file.storageSessionId)) throw new WardenError(WARDEN_ERRORS.invalidId, 'The session id is not a 21-character id.')
     const check = validateFileName(file.name)
-    if (!check.ok) throw errors.invalidFileName(check.reason)
-    if (!FILE_KINDS.includes(file.kind)) throw errors.invalidRequest(`Unknown file kind: ${String(file.kind)}.`)
+    if (!check.ok) throw new WardenError(WARDEN_ERRORS.invalidFileName, check.reason)
+    if (!FILE_KINDS.includes(file.kind)) throw new WardenError(WARDEN_ERRORS.invalidFileKind, `Unknown file kind: ${String(file.kind)}.`)
     if (!(maxBytes >= 0)) throw new RangeError('maxBytes must be a non-negative number')
 
     const base = {
       id: newId(),
-      sessionId: file.sessionId,
+      sessionId: file.storageSessionId,
       name: check.name,
       contentType: contentTypeFor(check.name, file.contentType),
       kind: file.kind,
@@ -103,25 +106,25 @@ class DiskFileStore implements LocalFileStore {
     }
   }
 
-  async get (sessionId: string, fileId: string): Promise<StoredFile | null> {
-    if (!isId(sessionId) || !isId(fileId)) return null
-    return await this.#read(sessionId, fileId)
+  async get (storageSessionId: string, fileId: string): Promise<StoredFile | null> {
+    if (!isId(storageSessionId) || !isId(fileId)) return null
+    return await this.#read(storageSessionId, fileId)
   }
 
-  async open (sessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null> {
-    const file = await this.get(sessionId, fileId)
+  async open (storageSessionId: string, fileId: string): Promise<{ file: StoredFile, stream: NodeJS.ReadableStream } | null> {
+    const file = await this.get(storageSessionId, fileId)
     if (file === null) return null
     let handle: FileHandle
     try {
-      handle = await fs.open(this.#path(sessionId, fileId, DATA), 'r')
+      handle = await fs.open(this.#path(storageSessionId, fileId, DATA), 'r')
     } catch (err) {
       if (!isAbsent(err)) throw err
-      this.log.warn({ sessionId, fileId }, 'stored file has metadata but no data')
+      this.log.warn({ storageSessionId, fileId }, 'stored file has metadata but no data')
       return null
     }
     const usedAt = new Date()
     try {
-      await this.#touchAt(sessionId, fileId, usedAt)
+      await this.#touchAt(storageSessionId, fileId, usedAt)
     } catch (err) {
       await handle.close()
       throw err
@@ -129,32 +132,32 @@ class DiskFileStore implements LocalFileStore {
     return { file: { ...file, lastUsedAt: usedAt.toISOString() }, stream: handle.createReadStream() }
   }
 
-  async touch (sessionId: string, fileId: string): Promise<void> {
-    if (!isId(sessionId) || !isId(fileId)) return
-    await this.#touchAt(sessionId, fileId, new Date())
+  async touch (storageSessionId: string, fileId: string): Promise<void> {
+    if (!isId(storageSessionId) || !isId(fileId)) return
+    await this.#touchAt(storageSessionId, fileId, new Date())
   }
 
-  async list (sessionId: string): Promise<StoredFile[]> {
-    if (!isId(sessionId)) return []
+  async list (storageSessionId: string): Promise<StoredFile[]> {
+    if (!isId(storageSessionId)) return []
     const files: StoredFile[] = []
-    for (const entry of await readdirOrEmpty(path.join(this.#filesDir, sessionId))) {
+    for (const entry of await readdirOrEmpty(path.join(this.#filesDir, storageSessionId))) {
       const fileId = idOf(entry, META)
-      const file = fileId === null ? null : await this.#read(sessionId, fileId)
+      const file = fileId === null ? null : await this.#read(storageSessionId, fileId)
       if (file !== null) files.push(file)
     }
     return files.sort(byCreation)
   }
 
-  async delete (sessionId: string, fileId: string): Promise<boolean> {
-    if (!isId(sessionId) || !isId(fileId)) return false
+  async delete (storageSessionId: string, fileId: string): Promise<boolean> {
+    if (!isId(storageSessionId) || !isId(fileId)) return false
     try {
       // metadata first: the file disappears for readers at once; a crash leaves an orphan `.data`
-      await fs.unlink(this.#path(sessionId, fileId, META))
+      await fs.unlink(this.#path(storageSessionId, fileId, META))
     } catch (err) {
       if (isAbsent(err)) return false
       throw err
     }
-    await fs.rm(this.#path(sessionId, fileId, DATA), { force: true })
+    await fs.rm(this.#path(storageSessionId, fileId, DATA), { force: true })
     return true
   }
 
@@ -239,15 +242,15 @@ class DiskFileStore implements LocalFileStore {
 
   /** Move the written bytes into place, then the metadata; returns the visible file. */
   async #install (tmpDataPath: string, metadata: Metadata): Promise<StoredFile> {
-    const { sessionId, id } = metadata
-    const dataPath = this.#path(sessionId, id, DATA)
-    const metaPath = this.#path(sessionId, id, META)
+    const { sessionId: storageSessionId, id } = metadata
+    const dataPath = this.#path(storageSessionId, id, DATA)
+    const metaPath = this.#path(storageSessionId, id, META)
     const tmpMetaPath = path.join(this.#tmpDir, newId())
-    await this.#renameIntoSession(tmpDataPath, dataPath, sessionId)
+    await this.#renameIntoSession(tmpDataPath, dataPath, storageSessionId)
     try {
       await syncDir(path.dirname(dataPath))
       await writeDurably(tmpMetaPath, JSON.stringify(metadata))
-      await this.#renameIntoSession(tmpMetaPath, metaPath, sessionId)
+      await this.#renameIntoSession(tmpMetaPath, metaPath, storageSessionId)
       await syncDir(path.dirname(metaPath))
       return toStoredFile(metadata, (await fs.stat(metaPath)).mtimeMs)
     } catch (err) {
@@ -258,8 +261,8 @@ class DiskFileStore implements LocalFileStore {
     }
   }
 
-  async #renameIntoSession (from: string, to: string, sessionId: string): Promise<void> {
-    const dir = path.join(this.#filesDir, sessionId)
+  async #renameIntoSession (from: string, to: string, storageSessionId: string): Promise<void> {
+    const dir = path.join(this.#filesDir, storageSessionId)
     // sweep removes empty session directories: one may vanish between mkdir and rename, so retry
     for (let attempt = 1; ; attempt++) {
       const created = await fs.mkdir(dir, { recursive: true, mode: DIR_MODE })
@@ -273,10 +276,10 @@ class DiskFileStore implements LocalFileStore {
     }
   }
 
-  async #read (sessionId: string, fileId: string): Promise<StoredFile | null> {
+  async #read (storageSessionId: string, fileId: string): Promise<StoredFile | null> {
     let handle: FileHandle
     try {
-      handle = await fs.open(this.#path(sessionId, fileId, META), 'r')
+      handle = await fs.open(this.#path(storageSessionId, fileId, META), 'r')
     } catch (err) {
       if (isAbsent(err)) return null
       throw err
@@ -295,24 +298,24 @@ class DiskFileStore implements LocalFileStore {
       await handle.close()
     }
     const metadata = parseMetadata(text)
-    if (metadata === null || metadata.id !== fileId || metadata.sessionId !== sessionId) {
-      this.log.warn({ sessionId, fileId }, 'ignoring a stored file with unreadable metadata')
+    if (metadata === null || metadata.id !== fileId || metadata.sessionId !== storageSessionId) {
+      this.log.warn({ sessionId: storageSessionId, fileId }, 'ignoring a stored file with unreadable metadata')
       return null
     }
     return toStoredFile(metadata, mtimeMs)
   }
 
-  async #touchAt (sessionId: string, fileId: string, at: Date): Promise<void> {
+  async #touchAt (storageSessionId: string, fileId: string, at: Date): Promise<void> {
     try {
-      await fs.utimes(this.#path(sessionId, fileId, META), at, at)
+      await fs.utimes(this.#path(storageSessionId, fileId, META), at, at)
     } catch (err) {
       if (!isAbsent(err)) throw err
     }
   }
 
   /** Only ever called with ids that passed `isId`: they are path components. */
-  #path (sessionId: string, fileId: string, suffix: string): string {
-    return path.join(this.#filesDir, sessionId, fileId + suffix)
+  #path (storageSessionId: string, fileId: string, suffix: string): string {
+    return path.join(this.#filesDir, storageSessionId, fileId + suffix)
   }
 }
 
@@ -434,7 +437,7 @@ function parseMetadata (text: string): Metadata | null {
 function toStoredFile (metadata: Metadata, mtimeMs: number): StoredFile {
   return {
     id: metadata.id,
-    sessionId: metadata.sessionId,
+    storageSessionId: metadata.sessionId,
     name: metadata.name,
     size: metadata.size,
     contentType: metadata.contentType,

@@ -27,7 +27,8 @@ test('the image pins nsjail, installs the data stack, runs tini as PID 1 and has
     assert.match(dockerfile, new RegExp(`\\b${pkg}\\b`), pkg)
   }
   assert.match(dockerfile, /ENTRYPOINT \["\/usr\/bin\/tini", "--"/)
-  assert.match(dockerfile, /^HEALTHCHECK /m)
+  assert.match(dockerfile, /^HEALTHCHECK [\s\S]*\/health\/ready/m, 'the image is healthy only once ready (self-test passed)')
+  assert.match(read('deploy/docker-compose.yml'), /\/health\/ready/, 'compose waits for readiness too')
   assert.match(dockerfile, /MPLCONFIGDIR=\/usr\/local\/share\/warden\/matplotlib/, 'the font cache lands where sandbox/preload.py looks')
   assert.match(read('sandbox/preload.py'), /PREBUILT_MATPLOTLIB_CACHE = "\/usr\/local\/share\/warden\/matplotlib"/)
 })

@@ -1,20 +1,50 @@
-import { bash } from './bash.ts'
+import { accessSync, constants, readdirSync } from 'node:fs'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import type { LanguageDescriptor } from './language.ts'
-import { python } from './python.ts'
 
 export type { LanguageDescriptor } from './language.ts'
 
 /** Every `lang` LibreChat's execute_code tool may send (spec §3.1.1). */
 export const LIBRECHAT_LANGUAGES = ['py', 'js', 'ts', 'c', 'cpp', 'java', 'php', 'rs', 'go', 'd', 'f90', 'r', 'bash'] as const
 
-export const LANGUAGES: readonly LanguageDescriptor[] = [python, bash]
+/** Every descriptor in this folder: a new language is one new file here, nothing else to edit. */
+const descriptorFiles = readdirSync(import.meta.dirname)
+  .filter((name) => name.endsWith('.ts') && name !== 'index.ts' && name !== 'language.ts')
+  .sort()
+export const LANGUAGES: readonly LanguageDescriptor[] = await Promise.all(descriptorFiles.map(async (name) =>
+  (await import(pathToFileURL(path.join(import.meta.dirname, name)).href) as { default: LanguageDescriptor }).default))
 
 const BY_ALIAS = new Map(LANGUAGES.flatMap((language) => language.aliases.map((alias) => [alias, language] as const)))
 
-/** The `lang` values Warden runs, for error messages and the README. */
+/** The `lang` values Warden knows, for error messages and the README. */
 export const SUPPORTED_LANGUAGES = [...BY_ALIAS.keys()]
 
-/** The language a wire `lang` names, or null when Warden does not run it. */
+/** The language a wire `lang` names, or null when Warden has no such language. */
 export function resolveLanguage (lang: string): LanguageDescriptor | null {
   return BY_ALIAS.get(lang.trim().toLowerCase()) ?? null
+}
+
+export interface LanguageAvailability {
+  available: LanguageDescriptor[]
+  /** languages whose runtime this host lacks, with the executables missing */
+  missing: Array<{ language: LanguageDescriptor, executables: string[] }>
+}
+
+/** Which languages this host can run: each one's executables must exist and be executable. */
+export function checkLanguages (languages: readonly LanguageDescriptor[] = LANGUAGES): LanguageAvailability {
+  const result: LanguageAvailability = { available: [], missing: [] }
+  for (const language of languages) {
+    const executables = language.requires.filter((file) => {
+      try {
+        accessSync(file, constants.X_OK)
+        return false
+      } catch {
+        return true
+      }
+    })
+    if (executables.length === 0) result.available.push(language)
+    else result.missing.push({ language, executables })
+  }
+  return result
 }

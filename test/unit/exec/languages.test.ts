@@ -37,3 +37,26 @@ test('SUPPORTED_LANGUAGES lists exactly the lang values that resolve', () => {
   assert.deepEqual([...SUPPORTED_LANGUAGES].sort(), ['bash', 'py', 'python', 'python3', 'sh'])
   for (const lang of SUPPORTED_LANGUAGES) assert.notEqual(resolveLanguage(lang), null, lang)
 })
+
+test('every descriptor file in src/exec/languages is loaded: adding a language is one new file', async () => {
+  const { readdirSync } = await import('node:fs')
+  const path = await import('node:path')
+  const { LANGUAGES } = await import('../../../src/exec/languages/index.ts')
+  const dir = path.resolve(import.meta.dirname, '..', '..', '..', 'src', 'exec', 'languages')
+  const files = readdirSync(dir).filter((name) => name.endsWith('.ts') && !['index.ts', 'language.ts'].includes(name))
+  assert.equal(LANGUAGES.length, files.length)
+  assert.deepEqual(LANGUAGES.map((language) => `${language.id}.ts`).sort(), files.sort(), 'each file is named for its language')
+  const aliases = LANGUAGES.flatMap((language) => language.aliases)
+  assert.equal(new Set(aliases).size, aliases.length, 'no alias names two languages')
+  for (const language of LANGUAGES) {
+    for (const file of language.requires) assert.ok(file.startsWith('/usr/'), `${language.id}: ${file} is under /usr, which every jail binds`)
+  }
+})
+
+test('checkLanguages reports a language whose executable is missing, with the executable, and keeps the rest', async () => {
+  const { checkLanguages, LANGUAGES } = await import('../../../src/exec/languages/index.ts')
+  const fake = { id: 'nothing', aliases: ['nothing'], program: { runner: 'python' as const }, requires: ['/usr/bin/no-such-runtime'], install: 'no-such-package' }
+  const result = checkLanguages([...LANGUAGES, fake])
+  assert.deepEqual(result.missing.map(({ language, executables }) => [language.id, executables]), [['nothing', ['/usr/bin/no-such-runtime']]])
+  assert.deepEqual(result.available.map((language) => language.id).sort(), ['bash', 'python'])
+})

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { classifyOutcome, formatBytes, signalName } from '../../../src/exec/outcome.ts'
+import { classifyOutcome, signalName } from '../../../src/exec/outcome.ts'
+import { formatBytes } from '../../../src/units.ts'
 import type { CollectedRun } from '../../../src/exec/collect-run.ts'
 
 const MiB = 1024 * 1024

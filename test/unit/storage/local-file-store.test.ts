@@ -6,7 +6,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 import type { TestContext } from 'node:test'
 import { pino } from 'pino'
-import { isApiError } from '../../../src/errors.ts'
+import { isWardenError, WARDEN_ERRORS } from '../../../src/errors.ts'
 import { FileTooLargeError } from '../../../src/storage/file-store.ts'
 import type { NewFile, StorageLog } from '../../../src/storage/file-store.ts'
 import { isId, newId } from '../../../src/storage/ids.ts'
@@ -27,7 +27,7 @@ async function openTempStore (t: TestContext, log?: StorageLog) {
 }
 
 function newFile (sessionId: string, name = 'data.csv', extra: Partial<NewFile> = {}): NewFile {
-  return { sessionId, name, kind: 'user', resourceId: 'user-1', owner, ...extra }
+  return { storageSessionId: sessionId, name, kind: 'user', resourceId: 'user-1', owner, ...extra }
 }
 
 async function * chunksOf (...parts: Array<string | Uint8Array>): AsyncIterable<Uint8Array> {
@@ -72,7 +72,7 @@ test('put then get and open return the stored metadata and byte-identical conten
   const stored = await store.put(newFile(sessionId, 'out/data.csv', { version: 3 }), chunksOf(...parts), 10 * 1024 * 1024)
 
   assert.ok(isId(stored.id))
-  assert.equal(stored.sessionId, sessionId)
+  assert.equal(stored.storageSessionId, sessionId)
   assert.equal(stored.name, 'out/data.csv')
   assert.equal(stored.size, bytes.length)
   assert.equal(stored.contentType, 'text/csv; charset=utf-8')
@@ -147,7 +147,7 @@ test('writing past maxBytes rejects with FileTooLargeError and leaves nothing be
   await writer.write(Buffer.from('0123456789')) // exactly the limit is fine
 
   await assert.rejects(writer.write(Buffer.from('x')), (err: unknown) =>
-    err instanceof FileTooLargeError && err.limitBytes === 10 && err.code === 'file_too_large')
+    err instanceof FileTooLargeError && err.limitBytes === 10 && err.code === 'WARDEN_FILE_TOO_LARGE')
 
   await assert.rejects(writer.commit(), /closed/) // the writer was aborted
   assert.deepEqual(await fs.readdir(path.join(dataDir, 'tmp')), [])
@@ -189,11 +189,11 @@ test('writes issued without awaiting are stored in call order', async (t) => {
   assert.equal((await readAll(opened!.stream)).toString(), 'aaaaabbbbbcccccddddd')
 })
 
-test('create rejects a bad session id or file name with an ApiError and writes nothing', async (t) => {
+test('create rejects a bad session id or file name with a coded error (never an HTTP one) and writes nothing', async (t) => {
   const { dataDir, store } = await openTempStore(t)
-  await assert.rejects(store.create(newFile('../escape'), 10), (err: unknown) => isApiError(err) && err.code === 'invalid_id')
+  await assert.rejects(store.create(newFile('../escape'), 10), (err: unknown) => isWardenError(err, WARDEN_ERRORS.invalidId))
   await assert.rejects(store.create(newFile(newId(), '../../etc/passwd'), 10), (err: unknown) =>
-    isApiError(err) && err.code === 'invalid_file_name' && err.statusCode === 400)
+    isWardenError(err, WARDEN_ERRORS.invalidFileName))
   assert.equal(await exists(path.join(dataDir, 'escape')), false)
   assert.deepEqual(await fs.readdir(path.join(dataDir, 'tmp')), [])
   assert.deepEqual(await fs.readdir(path.join(dataDir, 'files')), [])
@@ -229,8 +229,8 @@ test('a corrupt or tampered .json is treated as absent and logged as a warning',
   const broken = await store.put(newFile(sessionId, 'broken.txt'), chunksOf('broken'), 100)
   const tampered = await store.put(newFile(sessionId, 'tampered.txt'), chunksOf('tampered'), 100)
   await fs.writeFile(metaPath(dataDir, sessionId, broken.id), '{"id": "trunc')
-  const { lastUsedAt: _, ...metadata } = tampered
-  await fs.writeFile(metaPath(dataDir, sessionId, tampered.id), JSON.stringify({ ...metadata, name: '../../etc/passwd' }))
+  const onDisk = JSON.parse(await fs.readFile(metaPath(dataDir, sessionId, tampered.id), 'utf8'))
+  await fs.writeFile(metaPath(dataDir, sessionId, tampered.id), JSON.stringify({ ...onDisk, name: '../../etc/passwd' }))
 
   assert.equal(await store.get(sessionId, broken.id), null)
   assert.equal(await store.open(sessionId, broken.id), null)
@@ -415,4 +415,22 @@ test('a pino logger is accepted as the store log', async (t) => {
   const dataDir = await makeDataDir(t)
   const store = await openLocalFileStore(dataDir, pino({ level: 'silent' }))
   assert.deepEqual(await store.usage(), { files: 0, bytes: 0 })
+})
+
+test('metadata in the format earlier releases wrote (the storage session as "sessionId") is read: an upgrade loses nothing', async (t) => {
+  const { dataDir, store } = await openTempStore(t)
+  const sessionId = newId()
+  const fileId = newId()
+  await fs.mkdir(path.join(dataDir, 'files', sessionId), { recursive: true })
+  await fs.writeFile(path.join(dataDir, 'files', sessionId, `${fileId}.data`), 'old bytes')
+  await fs.writeFile(metaPath(dataDir, sessionId, fileId), JSON.stringify({
+    id: fileId, sessionId, name: 'old.txt', size: 9, contentType: 'text/plain', kind: 'user', resourceId: 'user-1', owner, createdAt: '2026-11-20T10:00:00.000Z',
+  }))
+  const file = await store.get(sessionId, fileId)
+  assert.equal(file?.storageSessionId, sessionId)
+  assert.equal(file?.name, 'old.txt')
+  const opened = await store.open(sessionId, fileId)
+  let text = ''
+  for await (const chunk of opened?.stream ?? []) text += String(chunk)
+  assert.equal(text, 'old bytes')
 })

@@ -134,7 +134,7 @@ test('the sweeper removes an expired file from a local store and keeps a fresh o
   const sessionId = newId()
   const owner = { tenant: 't', user: 'u' }
   async function * contentsOf (text: string) { yield Buffer.from(text) }
-  const put = (name: string) => store.put({ sessionId, name, kind: 'output', owner }, contentsOf(name), 100)
+  const put = (name: string) => store.put({ storageSessionId: sessionId, name, kind: 'output', owner }, contentsOf(name), 100)
   const expired = await put('expired.txt')
   const fresh = await put('fresh.txt')
   const then = new Date(Date.now() - 2 * DAY_MS)

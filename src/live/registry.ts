@@ -1,0 +1,185 @@
+import { randomUUID } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { Identity } from '../auth/identity.ts'
+import type { LiveSettings } from '../config.ts'
+import { WARDEN_ERRORS, WardenError } from '../errors.ts'
+import type { Run, WorkerJob } from '../pool/run.ts'
+import type { Worker } from '../pool/worker.ts'
+
+/** What a live worker is for: a Jupyter kernel, or a programmatic tool-calling run paused between rounds. */
+export type LiveKind = 'kernel' | 'ptc'
+export type LiveEndReason = 'stopped' | 'expired' | 'died' | 'shutdown'
+
+/** Where live workers come from: fresh forks of a zygote, outside the single-use pool's budget. */
+export interface LiveWorkerSource { spawn (): Promise<Worker> }
+
+export interface LiveStats {
+  live: number
+  max: number
+  maxPerUser: number
+  byKind: Record<string, number>
+  created: number
+  ended: Record<LiveEndReason, number>
+}
+
+const SWEEP_INTERVAL_MS = 1_000
+
+/**
+ * A worker that serves more than one request: it belongs to one owner (tenant, user), is reachable only
+ * by that owner, runs one job at a time (`keep`), and expires when idle. Its process is the same isolated
+ * worker an execution gets: same jail, uid, seccomp, namespaces and cgroup limits.
+ */
+export class LiveWorker {
+  readonly id = randomUUID()
+  readonly createdAt = Date.now()
+  lastUsedAt = Date.now()
+  private current: Run | null = null
+  private endReason: LiveEndReason | null = null
+  private readonly endListeners: Array<(reason: LiveEndReason) => void> = []
+
+  constructor (readonly owner: Identity, readonly kind: LiveKind, private readonly worker: Worker, readonly idleTimeoutMs: number) {
+    worker.exited.then(() => this.end('died'), () => this.end('died'))
+  }
+
+  get isBusy (): boolean { return this.current !== null && !this.current.isFinished }
+  get isAlive (): boolean { return this.endReason === null && this.worker.isAlive }
+  get ended (): LiveEndReason | null { return this.endReason }
+  get workerId (): string { return this.worker.id }
+
+  /** Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one. */
+  start (job: Omit<WorkerJob, 'keep'>): Run {
+    if (!this.isAlive) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
+    const run = this.worker.start({ ...job, keep: true })
+    this.current = run
+    this.touch()
+    run.done.finally(() => {
+      if (this.current === run) this.current = null
+      this.touch()
+    }).catch(() => {})
+    return run
+  }
+
+  /** SIGINT to the running code; the worker and its state stay. */
+  interrupt (): void { this.worker.interrupt() }
+
+  touch (): void { this.lastUsedAt = Date.now() }
+
+  isIdleExpired (now: number): boolean {
+    return !this.isBusy && now - this.lastUsedAt > this.idleTimeoutMs
+  }
+
+  /** Ends the worker and everything it runs. */
+  end (reason: LiveEndReason): void {
+    if (this.endReason !== null) return
+    this.endReason = reason
+    this.current?.kill(reason)
+    this.worker.dispose()
+    for (const listener of this.endListeners.splice(0)) listener(reason)
+  }
+
+  onEnd (listener: (reason: LiveEndReason) => void): void {
+    if (this.endReason !== null) listener(this.endReason)
+    else this.endListeners.push(listener)
+  }
+}
+
+function ownerKey (owner: Identity): string {
+  return `${owner.tenant}\u0000${owner.user ?? ''}`
+}
+
+/**
+ * The live workers of a server, in their own budget: at most `max` in all and `maxPerUser` per owner,
+ * so idle kernels never take the single-use pool's workers. Expired and dead ones are removed by a sweep.
+ */
+export class LiveWorkers {
+  private readonly workers = new Map<string, LiveWorker>()
+  private reserved = 0
+  private readonly reservedPerOwner = new Map<string, number>()
+  private created = 0
+  private readonly endedCounts: Record<LiveEndReason, number> = { stopped: 0, expired: 0, died: 0, shutdown: 0 }
+  private readonly sweeper: NodeJS.Timeout
+  private closing = false
+  private readonly listeners: Array<(event: 'created' | LiveEndReason, worker: LiveWorker) => void> = []
+
+  constructor (private readonly source: LiveWorkerSource, private readonly settings: LiveSettings, private readonly log: Logger) {
+    this.sweeper = setInterval(() => this.sweep(Date.now()), SWEEP_INTERVAL_MS)
+    this.sweeper.unref()
+  }
+
+  /** Told of every worker created and ended (metrics). */
+  onChange (listener: (event: 'created' | LiveEndReason, worker: LiveWorker) => void): void { this.listeners.push(listener) }
+
+  /** A new live worker for `owner`, or a `WARDEN_LIVE_CAPACITY` error when a cap is reached. */
+  async create (owner: Identity, kind: LiveKind, options: { idleTimeoutMs?: number } = {}): Promise<LiveWorker> {
+    if (this.closing) throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'Warden is shutting down.')
+    const key = ownerKey(owner)
+    const ownerCount = this.reservedPerOwner.get(key) ?? 0
+    if (this.reserved >= this.settings.max) {
+      throw new WardenError(WARDEN_ERRORS.liveCapacity, `All ${this.settings.max} live workers (kernels, paused runs) are in use.`, { retryAfterSeconds: 10 })
+    }
+    if (ownerCount >= this.settings.maxPerUser) {
+      throw new WardenError(WARDEN_ERRORS.liveCapacity, `This user already has ${ownerCount} live workers (kernels, paused runs); the limit is ${this.settings.maxPerUser}.`, { retryAfterSeconds: 10 })
+    }
+    this.reserved++
+    this.reservedPerOwner.set(key, ownerCount + 1)
+    let worker: Worker
+    try {
+      worker = await this.source.spawn()
+    } catch (error) {
+      this.release(key)
+      throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'No worker could be started; see /health.', {}, { cause: error })
+    }
+    const live = new LiveWorker(owner, kind, worker, options.idleTimeoutMs ?? this.settings.idleTimeoutMs)
+    this.workers.set(live.id, live)
+    this.created++
+    live.onEnd((reason) => {
+      this.workers.delete(live.id)
+      this.release(key)
+      this.endedCounts[reason]++
+      this.log.info({ live: live.id, kind, reason, ageMs: Date.now() - live.createdAt }, 'live worker ended')
+      for (const listener of this.listeners) listener(reason, live)
+    })
+    this.log.info({ live: live.id, kind, worker: worker.id }, 'live worker created')
+    for (const listener of this.listeners) listener('created', live)
+    return live
+  }
+
+  /** The live worker with this id if it belongs to `owner`; anyone else gets null, as for an unknown id. */
+  get (id: string, owner: Identity): LiveWorker | null {
+    const live = this.workers.get(id)
+    if (live === undefined || ownerKey(live.owner) !== ownerKey(owner) || !live.isAlive) return null
+    return live
+  }
+
+  list (owner: Identity, kind?: LiveKind): LiveWorker[] {
+    return [...this.workers.values()].filter((live) => ownerKey(live.owner) === ownerKey(owner) && live.isAlive && (kind === undefined || live.kind === kind))
+  }
+
+  stats (): LiveStats {
+    const byKind: Record<string, number> = {}
+    for (const live of this.workers.values()) byKind[live.kind] = (byKind[live.kind] ?? 0) + 1
+    return { live: this.workers.size, max: this.settings.max, maxPerUser: this.settings.maxPerUser, byKind, created: this.created, ended: { ...this.endedCounts } }
+  }
+
+  /** Ends every live worker (shutdown). */
+  async close (): Promise<void> {
+    this.closing = true
+    clearInterval(this.sweeper)
+    for (const live of [...this.workers.values()]) live.end('shutdown')
+  }
+
+  /** Idle workers past their expiry end; so do any whose process died. */
+  sweep (now: number): void {
+    for (const live of [...this.workers.values()]) {
+      if (!live.isAlive) live.end('died')
+      else if (live.isIdleExpired(now)) live.end('expired')
+    }
+  }
+
+  private release (key: string): void {
+    this.reserved--
+    const count = (this.reservedPerOwner.get(key) ?? 1) - 1
+    if (count <= 0) this.reservedPerOwner.delete(key)
+    else this.reservedPerOwner.set(key, count)
+  }
+}
