@@ -61,3 +61,13 @@ test('the documented docker run line and the compose file give the same capabili
   assert.match(compose, /LIBRECHAT_CODE_API_KEY: \$\{WARDEN_API_KEY/)
   assert.match(compose, /CODE_API_KEY: \$\{WARDEN_API_KEY/)
 })
+
+test('the systemd unit delegates its cgroup, survives a worker\'s OOM kill and stops the server gracefully', () => {
+  const unit = read('deploy/warden.service')
+  const setting = (name: string) => new RegExp(`^${name}=(.*)$`, 'm').exec(unit)?.[1]
+  assert.equal(setting('Delegate'), 'yes', 'Warden divides its own cgroup (F1, F5)')
+  assert.equal(setting('OOMPolicy'), 'continue', 'a worker OOM kill is an outcome, not a reason to stop')
+  assert.equal(setting('KillMode'), 'mixed', 'SIGTERM to the server alone, so it can drain')
+  assert.equal(setting('ExecStart'), '/opt/warden/bin/warden start')
+  assert.match(readme, /deploy\/warden\.service/, 'README says how to install it')
+})
