@@ -6,7 +6,7 @@ import { Metrics } from './metrics.ts'
 import { detectCgroups, instanceName, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
-import { selectJailDriver } from './jail/select-driver.ts'
+import { findJailDrivers, startWithFirstWorkingDriver, type DriverStart } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
 import { WorkerPool, type PoolStats, type WorkerProvider } from './pool/worker-pool.ts'
 import { Zygote, channelDirFor } from './pool/zygote.ts'
@@ -41,6 +41,8 @@ export interface Services {
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
   driver: JailDriver
+  /** drivers JAIL=auto tried before `driver`, each with why its jail did not start */
+  driverFailures: string[]
   cgroups: Cgroups | null
   state: () => ServiceState
   languages: LanguageAvailability
@@ -59,8 +61,8 @@ export class StartupError extends Error {
 export async function startServices (config: Config, log: Logger): Promise<Services> {
   const warnings: string[] = []
   const store = await openLocalFileStore(config.dataDir, log)
-  const driver = await selectJailDriver(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
-  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
+  const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
+  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
   if (detection.ok) {
     warnings.push(...detection.warnings)
@@ -74,19 +76,31 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
   for (const warning of warnings) log.warn(warning)
   const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
-  log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
 
   const started = Date.now()
-  let pool: WorkerProvider
-  let zygotes: ZygoteSet | null
+  let jailStart: DriverStart<{ pool: WorkerProvider, zygotes: ZygoteSet | null }>
   let metrics: Metrics | null = null
   try {
-    ({ pool, zygotes } = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
+    jailStart = await startWithFirstWorkingDriver(drivers, (driver) => startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
-    throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
+    throw new StartupError(`the jail did not start: ${(error as Error).message}`)
   }
+  const { driver, started: { pool, zygotes }, failures } = jailStart
+  for (const failure of failures) {
+    // JAIL=auto fell back to a driver the host allows: loud, and refused under STRICT
+    const message = `${failure}; using ${driver.name} instead`
+    log.warn(message)
+    warnings.push(message)
+  }
+  if (failures.length > 0 && config.jail.strict) {
+    await zygotes?.close()
+    await runtime.remove()
+    await cgroups?.close()
+    throw new StartupError(`${failures.join('; ')}; refused because STRICT=true`)
+  }
+  log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
   const languages = checkLanguages()
   for (const { language, executables } of languages.missing) {
     log.warn({ language: language.id, missing: executables }, 'language not installed: its requests get 400 unsupported_language')
@@ -104,6 +118,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     pool,
     live,
     driver,
+    driverFailures: failures,
     cgroups,
     metrics,
     isReady: () => selfTest?.passed === true,

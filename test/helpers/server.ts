@@ -47,6 +47,8 @@ export interface ServerOptions {
   env?: Record<string, string>
   /** reuse a data directory (for restart tests); a fresh temporary one otherwise */
   dataDir?: string
+  /** a command the server is started under, e.g. setpriv dropping a capability as Docker does */
+  launcher?: string[]
 }
 
 /**
@@ -73,7 +75,8 @@ export async function startServer (t: TestContext, options: ServerOptions): Prom
   let output = ''
   let port = 0
   const launch = async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    const [command = process.execPath, ...args] = [...options.launcher ?? [], process.execPath, '--import', 'tsx', 'src/server.ts']
+    const child = spawn(command, args, {
       cwd: REPO,
       env: { ...env, PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
