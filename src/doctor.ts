@@ -4,6 +4,7 @@
  */
 import { execFile } from 'node:child_process'
 import { mkdir, readFile, statfs } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { pino } from 'pino'
@@ -136,8 +137,11 @@ function jailStartFix (config: Config): string {
 async function main (): Promise<void> {
   let config: Config
   try {
-    // the doctor serves nothing: it needs no API key
-    config = loadConfig({ ...process.env, AUTH: process.env.AUTH ?? 'none', HOST: '127.0.0.1' })
+    // The doctor serves nothing: it needs no API key. Its jail gets a runtime directory of its own: it
+    // runs beside a live server (`docker exec warden … doctor`, where RUN_DIR is the server's) and removes
+    // that directory when done, which took the server's channel sockets with it.
+    const runDir = path.join(os.tmpdir(), `warden-doctor-${process.pid}`)
+    config = loadConfig({ ...process.env, AUTH: process.env.AUTH ?? 'none', HOST: '127.0.0.1', RUN_DIR: runDir })
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
     process.stdout.write(`✗ configuration: ${error.message}\n`)
