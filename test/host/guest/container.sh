@@ -30,7 +30,7 @@ echo "$BLOCK" | sed 's/^/    /'
 
 step "$MODE: the README's docker run line (nsjail)"
 docker rm -f warden >/dev/null 2>&1
-if sh -ec "$BLOCK" && wait_ready "$URL" 900; then
+if sh -ec "$BLOCK" && wait_ready "$URL" 900 warden; then
   pass "$MODE container: ready with the README's line"
   run_checks "$MODE container, the README's line" "$URL" "$KEY" nsjail "$CG"
   out=$(docker exec warden /app/bin/warden doctor 2>&1)
@@ -73,7 +73,7 @@ docker rm -f warden >/dev/null 2>&1
 
 step "$MODE: the same line with JAIL=bwrap (F3)"
 BWRAP_BLOCK=$(echo "$BLOCK" | sed 's/--name warden /--name warden-bwrap -e JAIL=bwrap /; s/-p 8000:8000/-p 8001:8000/; s/-v warden-data:/-v warden-data-bwrap:/')
-if sh -ec "$BWRAP_BLOCK" && wait_ready http://127.0.0.1:8001 900; then
+if sh -ec "$BWRAP_BLOCK" && wait_ready http://127.0.0.1:8001 900 warden-bwrap; then
   run_checks "$MODE container with JAIL=bwrap" http://127.0.0.1:8001 "$KEY" bwrap "$CG"
 else
   fail "$MODE container with JAIL=bwrap: not ready"
@@ -103,7 +103,7 @@ probe_host_writes () {
 try_option () {
   line=$(echo "$BLOCK" | grep '^docker run ' | sed "s/--name warden /--name $1 /; s/-p 8000:8000/-p $2:8000/; s/-v warden-data:/-v $1-data:/; $3")
   docker rm -f "$1" >/dev/null 2>&1
-  if sh -ec "$line" >/dev/null && wait_ready "http://127.0.0.1:$2" 900 && smoke "http://127.0.0.1:$2" "$KEY"; then
+  if sh -ec "$line" >/dev/null && wait_ready "http://127.0.0.1:$2" 900 "$1" && smoke "http://127.0.0.1:$2" "$KEY"; then
     pass "$MODE option $1: ready, runs code, a memory bomb is stopped"
   else
     info "$MODE option $1: does not work"
@@ -122,7 +122,7 @@ try_option warden-no-setfcap 8013 's/ --cap-add SETFCAP//'
 step "$MODE: the compose file's Warden service"
 if (cd deploy && WARDEN_API_KEY=$KEY docker-compose -p wardentest up -d --no-build warden); then
   ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' wardentest_warden_1)
-  if wait_ready "http://$ip:8000" 900; then
+  if wait_ready "http://$ip:8000" 900 wardentest_warden_1; then
     run_checks "$MODE compose service" "http://$ip:8000" "$KEY" nsjail "$CG"
   else
     fail "$MODE compose service: not ready"

@@ -7,13 +7,18 @@ pass () { printf 'PASS %s\n' "$*"; }
 fail () { printf 'FAIL %s\n' "$*"; FAILURES=$((FAILURES + 1)); }
 info () { printf 'INFO %s\n' "$*"; }
 
-# wait_ready <base url> <seconds>: until /health/ready answers 200 (the self-test passed)
+# wait_ready <base url> <seconds> [container]: until /health/ready answers 200 (the self-test passed);
+# gives up early when the container has stopped
 wait_ready () {
   waited=0
   while [ "$waited" -lt "$2" ]; do
     if curl -fs -o /dev/null "$1/health/ready"; then
       info "ready after ${waited}s"
       return 0
+    fi
+    if [ -n "${3:-}" ] && [ "$(docker inspect -f '{{.State.Running}}' "$3" 2>/dev/null)" != true ]; then
+      info "$3 stopped after ${waited}s"
+      return 1
     fi
     sleep 5
     waited=$((waited + 5))
