@@ -69,6 +69,21 @@ test('the container starts the server in a writable view of its own cgroups, and
   assert.match(read('bin/warden'), /private-cgroups\.py" node --import "\$loader" "\$repo\/src\/doctor\.ts"/)
 })
 
+test('the Kubernetes Deployment gives the container what the docker run line gives it', () => {
+  const deployment = read('deploy/k8s/deployment.yaml')
+  assert.match(deployment, /drop: \[ALL\]\n\s+#[\s\S]*?add: \[SETUID, SETGID, CHOWN, KILL, SETFCAP\]/)
+  assert.match(deployment, /seccompProfile:\n\s+type: Localhost\n\s+localhostProfile: warden-seccomp\.json/)
+  assert.match(deployment, /appArmorProfile:\n\s+type: Localhost\n\s+localhostProfile: warden/)
+  assert.match(deployment, /procMount: Unmasked/)
+  assert.match(deployment, /allowPrivilegeEscalation: false/)
+  assert.match(deployment, /readinessProbe:\n\s+httpGet:\n\s+path: \/health\/ready/)
+  assert.match(deployment, /livenessProbe:\n\s+httpGet:\n\s+path: \/health\/live/)
+  assert.match(deployment, /claimName: warden-data/)
+  assert.match(read('deploy/k8s/pvc.yaml'), /name: warden-data/)
+  assert.doesNotMatch(deployment, /privileged: true|SYS_ADMIN/)
+  for (const file of ['pvc.yaml', 'deployment.yaml', 'service.yaml']) assert.match(read('deploy/k8s/kustomization.yaml'), new RegExp(`- ${file}`))
+})
+
 test('the systemd unit delegates its cgroup, survives a worker\'s OOM kill and stops the server gracefully', () => {
   const unit = read('deploy/warden.service')
   const setting = (name: string) => new RegExp(`^${name}=(.*)$`, 'm').exec(unit)?.[1]
