@@ -7,6 +7,8 @@ import type { Logger } from 'pino'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
+import { isJupyterPath, jupyterRoutes } from './api/jupyter/routes.ts'
+import { JupyterAuth } from './auth/jupyter-auth.ts'
 import { metricsRoutes } from './api/metrics.ts'
 import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
@@ -18,6 +20,7 @@ import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
+import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
 import type { Metrics } from './metrics.ts'
 import type { ServiceState } from './services.ts'
@@ -35,6 +38,7 @@ export interface AppServices {
   workers: WorkerSource
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
+  kernels: KernelManager | null
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -83,8 +87,11 @@ export async function buildApp (config: Config, services: AppServices) {
   })
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)
+  const basePath = config.jupyter.basePath ?? ''
+  // the Jupyter API authenticates its own way (tokens in URLs, password logins): see api/jupyter/routes.ts
+  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath)
   app.addHook('onRequest', async (request) => {
-    if (isPublic(routePath(request))) return
+    if (ownAuthentication(request)) return
     request.principal = await authenticate(request.headers)
   })
   app.addHook('onRequest', async (request) => {
@@ -99,7 +106,7 @@ export async function buildApp (config: Config, services: AppServices) {
       hook: 'preHandler',
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
-      allowList: (request) => isPublic(routePath(request)),
+      allowList: (request) => ownAuthentication(request),
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
         `More than ${context.max} requests in a minute. Retry after ${Math.ceil(context.ttl / 1000)} s.`,
@@ -115,6 +122,9 @@ export async function buildApp (config: Config, services: AppServices) {
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,
+  }
+  if (services.kernels !== null) {
+    await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })

@@ -124,9 +124,17 @@ const pool = slice({
 })
 
 const live = slice({
-  max: ['MAX_LIVE_WORKERS', decimal({ min: 0, max: 1024 }).default(16)],
-  maxPerUser: ['MAX_LIVE_WORKERS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  max: ['MAX_LIVE_WORKERS', decimal({ min: 0, max: 1024 }).default(32)],
   idleTimeoutMs: ['LIVE_IDLE_TIMEOUT', duration.default(10 * 60_000)],
+})
+
+const jupyter = slice({
+  token: ['JUPYTER_TOKEN', z.string().regex(/^[A-Za-z0-9_-]{16,}$/, 'use 16 or more of A-Z a-z 0-9 _ - (Open WebUI puts it in a URL unencoded)').optional()],
+  password: ['JUPYTER_PASSWORD', z.string().min(8).optional()],
+  basePath: ['JUPYTER_BASE_PATH', z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'expected a path such as /jupyter').optional()],
+  maxKernels: ['MAX_KERNELS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxKernelsPerUser: ['MAX_KERNELS_PER_USER', decimal({ min: 0, max: 1024 }).default(8)],
+  kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
 })
 
 const admission = slice({
@@ -140,7 +148,7 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, admission, storage] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, admission, storage] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -152,6 +160,7 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 /** What every execution gets unless a request asks for less time. */
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
+export type JupyterSettings = SliceOf<typeof jupyter.settings>
 
 export interface AuthConfig {
   methods: AuthMethod[]
@@ -205,6 +214,7 @@ function buildConfig (e: Record<string, unknown>) {
     limits: limitSettings,
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
+    jupyter: jupyter.read(e),
     admission: admission.read(e),
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,

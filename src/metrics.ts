@@ -25,6 +25,8 @@ export class Metrics {
   private storageCache: { at: number, value: { files: number, bytes: number } } | null = null
 
   private readonly liveEvents: Counter<'kind' | 'event'>
+  private readonly kernelEvents: Counter<'event'>
+  private readonly cells: Histogram<'outcome'>
 
   constructor (pool: () => PoolStats, store: FileStore, live: () => LiveStats | null = () => null) {
     collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
@@ -60,6 +62,8 @@ export class Metrics {
     })
     liveWorkersGauge(registers, live)
     this.liveEvents = new Counter({ name: 'warden_live_workers_events_total', help: 'Live workers created and ended, by kind and event (created, stopped, expired, died, shutdown)', labelNames: ['kind', 'event'], registers })
+    this.kernelEvents = new Counter({ name: 'warden_kernels_total', help: 'Jupyter kernels created and deleted (culled ones are live worker events "expired")', labelNames: ['event'], registers })
+    this.cells = new Histogram({ name: 'warden_kernel_cell_seconds', help: 'Kernel cells by outcome (ok, error, limit, died, unavailable): request to reply', labelNames: ['outcome'], buckets: LATENCY_BUCKETS_S, registers })
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -80,6 +84,14 @@ export class Metrics {
     observe('run', run.startedMs !== null ? (run.doneMs ?? run.closedMs) - run.startedMs : null)
     observe('collect', run.doneMs !== null ? run.closedMs - run.doneMs : null)
     observe('store', result.phases.storeMs)
+  }
+
+  recordKernel (event: 'created' | 'deleted'): void {
+    this.kernelEvents.inc({ event })
+  }
+
+  recordCell (outcome: string, ms: number): void {
+    this.cells.observe({ outcome }, ms / 1000)
   }
 
   recordLive (event: string, kind: string): void {

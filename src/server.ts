@@ -15,6 +15,7 @@ async function main (): Promise<void> {
     store: services.store,
     workers: services.pool,
     live: services.live,
+    kernels: services.kernels,
     state: services.state,
     languages: services.languages,
     metrics: services.metrics,

@@ -14,6 +14,7 @@ import { ZygoteSet } from './pool/zygotes.ts'
 import { MAX_JOB_MESSAGE_BYTES, MAX_WORKER_MESSAGE_BYTES } from './exec/job-budget.ts'
 import { computeCapacity } from './capacity.ts'
 import { checkLanguages, type LanguageAvailability } from './exec/languages/index.ts'
+import { KernelManager } from './live/kernels.ts'
 import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
@@ -40,6 +41,8 @@ export interface Services {
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
+  /** Jupyter kernels (live workers of kind kernel); null in the benchmark's cold mode */
+  kernels: KernelManager | null
   driver: JailDriver
   cgroups: Cgroups | null
   state: () => ServiceState
@@ -93,7 +96,11 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
   const capacity = computeCapacity(config)
   warnings.push(...capacity.warnings)
-  const live = zygotes === null ? null : new LiveWorkers(zygotes, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+  // a live worker adopts a warm worker when one is ready (no fork on a kernel's first cell), else forks one
+  const live = zygotes === null
+    ? null
+    : new LiveWorkers({ spawn: async () => (pool instanceof WorkerPool ? pool.takeWarm() : null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+  const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
@@ -103,6 +110,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     store,
     pool,
     live,
+    kernels,
     driver,
     cgroups,
     metrics,
@@ -115,6 +123,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
     close: async () => {
       await sweeper.stop()
+      kernels?.close()
       await live?.close()
       await pool.close()
       await zygotes?.close()

@@ -120,6 +120,17 @@ export class WorkerPool implements WorkerProvider {
     return worker
   }
 
+  /**
+   * A warm worker taken out of the pool for good (a kernel adopts it: no fork on its first cell), or
+   * null when none is ready. The pool refills in the background as after any other take.
+   */
+  takeWarm (): Worker | null {
+    this.dropIdle((worker) => !worker.isAlive)
+    const worker = this.idle.pop() ?? null
+    this.refill()
+    return worker
+  }
+
   /** Single use: the worker is destroyed, never handed to another execution. */
   release (worker: Worker): void {
     // how long executions take tells refused clients when to come back

@@ -74,6 +74,7 @@ export async function inProcessApp (options: InProcessOptions = {}): Promise<InP
     store,
     workers,
     live: null,
+    kernels: null,
     state: serviceState,
     languages,
     metrics: new Metrics(() => POOL_STATS, store),
