@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { Pool } from 'undici'
+import { executeLikeOpenWebUI } from '../test/helpers/openwebui-client.ts'
 
 /** An HTTP client bound to one server; undici keeps connections open, as LibreChat's client does. */
 export class Client {
   private readonly pool: Pool
 
-  constructor (readonly url: string, private readonly apiKey: string, connections: number) {
+  constructor (readonly url: string, readonly apiKey: string, connections: number) {
     this.pool = new Pool(url, { connections, pipelining: 1, keepAliveTimeout: 60_000 })
   }
 
@@ -62,6 +63,8 @@ export interface Health { pool: { acquired_warm: number, acquired_cold: number, 
 export interface Scenario {
   name: string
   description: string
+  /** the modes it runs in (default both): a Jupyter block needs kernels, which the cold baseline has none of */
+  modes?: Array<'warm' | 'cold' | 'jupyter-server'>
   prepare?: (client: Client) => Promise<void>
   iteration: (client: Client) => Promise<number[]>
 }
@@ -75,6 +78,11 @@ async function timed (run: () => Promise<void>): Promise<number> {
   await run()
   return performance.now() - start
 }
+
+const JUPYTER_PLOT_CODE = `import pandas as pd, numpy as np, matplotlib.pyplot as plt
+df = pd.DataFrame({'x': np.arange(1000), 'y': np.random.default_rng(0).normal(size=1000).cumsum()})
+df.plot(x='x', y='y')
+plt.show()`
 
 const PLOT_CODE = `import pandas as pd, numpy as np, matplotlib.pyplot as plt
 df = pd.DataFrame({'x': np.arange(1000), 'y': np.random.default_rng(0).normal(size=1000).cumsum()})
@@ -102,6 +110,24 @@ print(len(lines))
 export function scenarios (): Scenario[] {
   let input: { sessionId: string, fileId: string } | null = null
   return [
+    {
+      name: 'jupyter-print',
+      description: 'An Open WebUI code block: create a kernel, run print(1) over the WebSocket, delete the kernel',
+      modes: ['warm', 'jupyter-server'],
+      iteration: async (client) => [await timed(async () => {
+        const result = await executeLikeOpenWebUI('print(1)', { url: client.url, token: client.apiKey })
+        check(result.stdout === '1', `unexpected stdout ${JSON.stringify(result.stdout)} ${result.stderr.slice(0, 200)}`)
+      })],
+    },
+    {
+      name: 'jupyter-plot',
+      description: 'An Open WebUI code block with pandas and a matplotlib plt.show(): the PNG comes back as display data',
+      modes: ['warm', 'jupyter-server'],
+      iteration: async (client) => [await timed(async () => {
+        const result = await executeLikeOpenWebUI(`${JUPYTER_PLOT_CODE}`, { url: client.url, token: client.apiKey })
+        check(result.result.startsWith('data:image/png;base64,'), `no image: ${result.stderr.slice(0, 300)}`)
+      })],
+    },
     {
       name: 'py-print',
       description: 'Python print(1)',

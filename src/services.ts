@@ -99,7 +99,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   // a live worker adopts a warm worker when one is ready (no fork on a kernel's first cell), else forks one
   const live = zygotes === null
     ? null
-    : new LiveWorkers({ spawn: async () => (pool instanceof WorkerPool ? pool.takeWarm() : null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+    : new LiveWorkers({ spawn: async () => (pool instanceof WorkerPool ? await pool.adopt() : null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
   const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))

@@ -54,6 +54,8 @@ function poolBusy (message: string, retryAfterSeconds: number): WardenError {
 interface Waiter { resolve: (worker: Worker) => void, reject: (error: Error) => void, timer: NodeJS.Timeout }
 
 const SPAWN_RETRY_DELAY_MS = 250
+/** How long a kernel waits for a worker being forked before it forks its own. */
+const ADOPT_WAIT_MS = 1_000
 
 /**
  * Warm single-use workers. A worker serves one execution and is destroyed; the pool refills to `min`
@@ -65,6 +67,7 @@ export class WorkerPool implements WorkerProvider {
   private readonly idle: Worker[] = []
   private readonly busy = new Set<Worker>()
   private readonly waiters: Waiter[] = []
+  private readonly adopters: Array<(worker: Worker | null) => void> = []
   private starting = 0
   private spawned = 0
   private acquiredWarm = 0
@@ -121,14 +124,25 @@ export class WorkerPool implements WorkerProvider {
   }
 
   /**
-   * A warm worker taken out of the pool for good (a kernel adopts it: no fork on its first cell), or
-   * null when none is ready. The pool refills in the background as after any other take.
+   * A warm worker taken out of the pool for good (a kernel adopts it: no fork on its first cell). When none
+   * is warm but some are being forked, the next one of those (after any waiting execution) rather than a
+   * fork of its own that would compete with them; null when nothing is coming within ADOPT_WAIT_MS, and
+   * the caller forks. The pool refills in the background as after any other take.
    */
-  takeWarm (): Worker | null {
+  async adopt (): Promise<Worker | null> {
     this.dropIdle((worker) => !worker.isAlive)
-    const worker = this.idle.pop() ?? null
+    const warm = this.idle.pop()
     this.refill()
-    return worker
+    if (warm !== undefined) return warm
+    if (this.starting === 0 || this.closing) return null
+    return await new Promise<Worker | null>((resolve) => {
+      const adopter = (worker: Worker | null) => { clearTimeout(timer); resolve(worker) }
+      const timer = setTimeout(() => {
+        this.adopters.splice(this.adopters.indexOf(adopter), 1)
+        resolve(null)
+      }, ADOPT_WAIT_MS)
+      this.adopters.push(adopter)
+    })
   }
 
   /** Single use: the worker is destroyed, never handed to another execution. */
@@ -166,6 +180,7 @@ export class WorkerPool implements WorkerProvider {
       clearTimeout(waiter.timer)
       waiter.reject(poolUnavailable('the server is shutting down'))
     }
+    for (const adopter of this.adopters.splice(0)) adopter(null)
   }
 
   private total (): number {
@@ -207,10 +222,13 @@ export class WorkerPool implements WorkerProvider {
       // a worker that dies while warm (its zygote, a kill) is dropped, not handed out
       worker.exited.then(() => this.dropIdle((candidate) => candidate === worker), () => {})
       const waiter = this.waiters.shift()
+      const adopter = waiter === undefined ? this.adopters.shift() : undefined
       if (waiter !== undefined) {
         clearTimeout(waiter.timer)
         this.busy.add(worker)
         waiter.resolve(worker)
+      } else if (adopter !== undefined) {
+        adopter(worker)
       } else {
         this.idle.push(worker)
         if (this.idle.length >= this.options.min) for (const resolve of this.readyWaiters.splice(0)) resolve()
