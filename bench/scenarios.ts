@@ -10,11 +10,11 @@ export class Client {
     this.pool = new Pool(url, { connections, pipelining: 1, keepAliveTimeout: 60_000 })
   }
 
-  async exec (body: unknown): Promise<ExecReply> {
+  async exec (body: unknown, headers: Record<string, string> = {}): Promise<ExecReply> {
     const response = await this.pool.request({
       method: 'POST',
       path: '/v1/exec',
-      headers: { 'content-type': 'application/json', 'x-api-key': this.apiKey },
+      headers: { 'content-type': 'application/json', 'x-api-key': this.apiKey, ...headers },
       body: JSON.stringify(body),
     })
     const reply = await response.body.json() as ExecReply
@@ -84,6 +84,9 @@ df = pd.DataFrame({'x': np.arange(1000), 'y': np.random.default_rng(0).normal(si
 df.plot(x='x', y='y')
 plt.show()`
 
+const STATEFUL = { 'x-codeapi-expected-profile': 'stateful' }
+const READ_TEN_CODE = 'import os\nprint(sum(len(open(f"part{i}.bin", "rb").read()) for i in range(10)))'
+
 const PLOT_CODE = `import pandas as pd, numpy as np, matplotlib.pyplot as plt
 df = pd.DataFrame({'x': np.arange(1000), 'y': np.random.default_rng(0).normal(size=1000).cumsum()})
 df['rolling'] = df['y'].rolling(20).mean()
@@ -109,6 +112,14 @@ print(len(lines))
 
 export function scenarios (): Scenario[] {
   let input: { sessionId: string, fileId: string } | null = null
+  let tenFiles: Array<{ id: string, storage_session_id: string, name: string }> = []
+  const uploadTen = async (client: Client) => {
+    tenFiles = []
+    for (let index = 0; index < 10; index++) {
+      const uploaded = await client.upload(`part${index}.bin`, randomBytes(512 * 1024))
+      tenFiles.push({ id: uploaded.files[0]?.fileId ?? '', storage_session_id: uploaded.storage_session_id, name: `part${index}.bin` })
+    }
+  }
   return [
     {
       name: 'jupyter-print',
@@ -170,6 +181,30 @@ export function scenarios (): Scenario[] {
         check(output !== undefined, `no output: ${reply.stderr.slice(0, 300)}`)
         const size = await client.download(output!.storage_session_id, output!.id)
         check(size === 1024 * 1024, `downloaded ${size} bytes`)
+      })],
+    },
+    {
+      name: 'workspace-stateful',
+      description: 'A stateful-profile call whose runtime session holds 10 files (5 MiB): they are staged from the workspace',
+      modes: ['warm'],
+      prepare: async (client) => {
+        await uploadTen(client)
+        const reply = await client.exec({ lang: 'py', code: 'print(1)', files: tenFiles, runtime_session_hint: 'bench' }, STATEFUL)
+        check(reply.stdout === '1\n', `the workspace was not made: ${reply.stderr.slice(0, 200)}`)
+      },
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'py', code: READ_TEN_CODE, runtime_session_hint: 'bench' }, STATEFUL)
+        check(reply.stdout === `${10 * 512 * 1024}\n`, `unexpected stdout ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
+      })],
+    },
+    {
+      name: 'workspace-injected',
+      description: 'The same call with the 10 files (5 MiB) injected in files[] instead',
+      modes: ['warm'],
+      prepare: uploadTen,
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'py', code: READ_TEN_CODE, files: tenFiles })
+        check(reply.stdout === `${10 * 512 * 1024}\n`, `unexpected stdout ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
       })],
     },
     {

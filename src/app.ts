@@ -25,11 +25,14 @@ import type { LiveWorkers } from './live/registry.ts'
 import type { Metrics } from './metrics.ts'
 import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
+import type { WorkspaceStore } from './storage/workspaces.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** set by the authentication hook on every route but /health */
     principal: Principal | null
+    /** the execution profile this request is served in (X-CodeAPI-Expected-Profile, spec §4.4) */
+    executionProfile: 'default' | 'stateful'
   }
 }
 
@@ -39,6 +42,7 @@ export interface AppServices {
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
   kernels: KernelManager | null
+  workspaces: WorkspaceStore
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -54,7 +58,6 @@ const PREFIXES = ['', '/v1']
 /** Routes outside API authentication: /metrics has its own optional token, /docs describes the API. */
 const PUBLIC_PATHS = new Set(PREFIXES.flatMap((prefix) => ['/health', '/health/ready', '/health/live', '/metrics'].map((path) => `${prefix}${path}`)))
 const isPublic = (path: string) => PUBLIC_PATHS.has(path) || path === '/docs' || path.startsWith('/docs/')
-const PROFILE = 'default'
 const REQUEST_TIMEOUT_MS = 300_000
 
 export async function buildApp (config: Config, services: AppServices) {
@@ -79,8 +82,12 @@ export async function buildApp (config: Config, services: AppServices) {
   app.removeContentTypeParser('text/plain')
   // first, so that every answer carries it, a 401 included (spec §4.4); while shutting down, every
   // answer also closes its connection, so keep-alive clients do not hold the server past its last run
-  app.addHook('onRequest', async (_request, reply) => {
-    reply.header('x-codeapi-execution-profile', PROFILE)
+  app.decorateRequest('executionProfile', 'default')
+  app.addHook('onRequest', async (request, reply) => {
+    const served = config.sessions.profiles
+    reply.header('x-codeapi-execution-profile', served.includes('default') ? 'default' : served[0])
+    request.executionProfile = servedProfile(request.headers['x-codeapi-expected-profile'], served)
+    reply.header('x-codeapi-execution-profile', request.executionProfile)
   })
   app.addHook('onSend', async (_request, reply) => {
     if (services.isDraining()) reply.header('connection', 'close')
@@ -95,7 +102,6 @@ export async function buildApp (config: Config, services: AppServices) {
     request.principal = await authenticate(request.headers)
   })
   app.addHook('onRequest', async (request) => {
-    checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
     if (isPublic(routePath(request))) return
     if (services.isDraining()) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
     if (!services.isReady()) throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
@@ -122,6 +128,9 @@ export async function buildApp (config: Config, services: AppServices) {
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,
+    workspaces: services.workspaces,
+    sessions: config.sessions,
+    onBackgroundError: (error: unknown) => services.log.warn({ err: error }, 'a session record was not written'),
   }
   if (services.kernels !== null) {
     await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })
@@ -153,16 +162,24 @@ function routePath (request: FastifyRequest): string {
   return request.url.split('?')[0] ?? request.url
 }
 
-/** Current LibreChat asserts the profile it expects on every call (spec §4.4); Warden is stateless. */
-function checkExpectedProfile (header: string | string[] | undefined): void {
-  if (header === undefined) return
-  if (Array.isArray(header) || !['default', 'stateful'].includes(header.trim().toLowerCase())) {
+type Profile = 'default' | 'stateful'
+
+/**
+ * Current LibreChat asserts the profile it expects on every call (spec §4.4); Warden serves the profiles
+ * PROFILES names (both by default, on the same base URL). Returns the profile this request is served in.
+ */
+function servedProfile (header: string | string[] | undefined, served: readonly Profile[]): Profile {
+  const fallback = served.includes('default') ? 'default' : served[0] ?? 'default'
+  if (header === undefined) return fallback
+  const expected = Array.isArray(header) ? undefined : header.trim().toLowerCase()
+  if (expected !== 'default' && expected !== 'stateful') {
     throw errors.invalidExecutionProfile('X-CodeAPI-Expected-Profile must be "default" or "stateful".')
   }
-  if (header.trim().toLowerCase() !== PROFILE) {
-    throw errors.executionProfileMismatch('Expected the stateful execution profile, but reached default.', {
-      expected_profile: 'stateful',
-      actual_profile: PROFILE,
+  if (!served.includes(expected)) {
+    throw errors.executionProfileMismatch(`Expected the ${expected} execution profile, but reached ${fallback}.`, {
+      expected_profile: expected,
+      actual_profile: fallback,
     })
   }
+  return expected
 }

@@ -137,6 +137,22 @@ const jupyter = slice({
   kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
 })
 
+const sessions = slice({
+  profiles: ['PROFILES', z.string().default('default,stateful').transform((list, ctx) => {
+    const profiles = list.split(',').map((profile) => profile.trim()).filter(Boolean)
+    if (profiles.length === 0 || profiles.some((profile) => profile !== 'default' && profile !== 'stateful')) {
+      ctx.addIssue({ code: 'custom', message: 'expected default, stateful, or both, comma-separated' })
+      return z.NEVER
+    }
+    return profiles as Array<'default' | 'stateful'>
+  })],
+  workspaceTtlMs: ['WORKSPACE_TTL', duration.default(24 * 3_600_000)],
+  workspaceMaxFiles: ['WORKSPACE_MAX_FILES', positiveInt(100_000).default(1000)],
+  workspaceQuotaBytes: ['WORKSPACE_QUOTA_MB', positiveInt(1024 * 1024).transform((mb) => mb * 1024 * 1024).optional()],
+  maxWorkspacesPerUser: ['MAX_WORKSPACES_PER_USER', positiveInt(10_000).default(10)],
+  sessionMaxFiles: ['SESSION_MAX_FILES', positiveInt(100_000).default(10)],
+})
+
 const admission = slice({
   maxConcurrentPerUser: ['MAX_CONCURRENT_PER_USER', decimal({ min: 0, max: 10_000 }).default(4)],
   rateLimitPerMinute: ['RATE_LIMIT_PER_MINUTE', decimal({ min: 0, max: 1_000_000 }).default(0)],
@@ -148,7 +164,7 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, admission, storage] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, sessions, admission, storage] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -161,6 +177,8 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
 export type JupyterSettings = SliceOf<typeof jupyter.settings>
+/** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
+export type SessionSettings = Omit<SliceOf<typeof sessions.settings>, 'workspaceQuotaBytes'> & { workspaceQuotaBytes: number }
 
 export interface AuthConfig {
   methods: AuthMethod[]
@@ -215,6 +233,7 @@ function buildConfig (e: Record<string, unknown>) {
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
     jupyter: jupyter.read(e),
+    sessions: readSessions(e, limitSettings.workdirBytes, storage.read(e).fileTtlMs),
     admission: admission.read(e),
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
@@ -225,6 +244,13 @@ function buildConfig (e: Record<string, unknown>) {
     /** log submitted code at debug level (only with LOG_LEVEL=debug) */
     logCode: base.logCode,
   }
+}
+
+function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {
+  const settings = sessions.read(e)
+  // a workspace holds stored files: it cannot outlive them
+  if (settings.workspaceTtlMs > fileTtlMs) throw new ConfigError('invalid configuration:\n  WORKSPACE_TTL: must not be longer than FILE_TTL, or a workspace would outlive its files')
+  return { ...settings, workspaceQuotaBytes: Math.min(settings.workspaceQuotaBytes ?? workdirBytes, workdirBytes) }
 }
 
 function resolveAuth (a: AuthSettings, host: string): AuthConfig {

@@ -16,6 +16,7 @@ async function main (): Promise<void> {
     workers: services.pool,
     live: services.live,
     kernels: services.kernels,
+    workspaces: services.workspaces,
     state: services.state,
     languages: services.languages,
     metrics: services.metrics,

@@ -19,6 +19,7 @@ import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
+import { WorkspaceStore } from './storage/workspaces.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 const VERSION = '0.1.0'
@@ -38,6 +39,7 @@ export interface ServiceState {
 
 export interface Services {
   store: FileStore
+  workspaces: WorkspaceStore
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
@@ -62,6 +64,7 @@ export class StartupError extends Error {
 export async function startServices (config: Config, log: Logger): Promise<Services> {
   const warnings: string[] = []
   const store = await openLocalFileStore(config.dataDir, log)
+  const workspaces = await WorkspaceStore.open(config.dataDir)
   const driver = await selectJailDriver(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
   const cgroups = detection.ok ? detection.cgroups : null
@@ -105,9 +108,11 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
+  const workspaceSweeper = startRetentionSweeper(workspaces, { ttlMs: config.sessions.workspaceTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
   return {
     store,
+    workspaces,
     pool,
     live,
     kernels,
@@ -123,6 +128,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
     close: async () => {
       await sweeper.stop()
+      await workspaceSweeper.stop()
       kernels?.close()
       await live?.close()
       await pool.close()

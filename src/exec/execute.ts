@@ -1,14 +1,15 @@
 import type { Identity } from '../auth/identity.ts'
-import type { ExecutionLimits } from '../config.ts'
+import type { ExecutionLimits, SessionSettings } from '../config.ts'
+import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { RunPhases } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
-import { newId } from '../storage/ids.ts'
 import { collectRun, type CollectedRun } from './collect-run.ts'
-import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
+import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
 import type { LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
+import { planWorkspace, updateWorkspace, type WorkspaceRequest } from './workspace.ts'
 import { OutputCollector } from './outputs.ts'
 
 export interface ExecutionRequest {
@@ -19,19 +20,26 @@ export interface ExecutionRequest {
   identity: Identity
   /** a shorter wall-clock limit than the server's, when the client asked for one */
   timeoutMs?: number
+  /** where the run keeps its working directory (default: a fresh one, recorded so it can be continued) */
+  workspace?: WorkspaceRequest
 }
 
 export interface ExecutionResult {
   /** the execution's id on the wire (`session_id`); its outputs are stored under it as their storage session */
   executionId: string
+  /** the runtime session the run used (stateful profile), and whether it was new */
+  runtimeSession: { id: string, status: 'new' | 'reused' } | null
   stdout: string
   stderr: string
-  files: StoredFile[]
+  files: ExecutionFile[]
   deletedFiles: string[]
   outcome: Outcome
   wallMs: number
   phases: ExecutionPhases
 }
+
+/** An output of the run; `inherited`: a read-only input the code changed, echoed unchanged (spec §3.5). */
+export type ExecutionFile = StoredFile & { inherited?: true }
 
 /** ms spent in each step of one execution */
 export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: RunPhases, storeMs: number }
@@ -46,15 +54,22 @@ export interface ExecDeps {
   store: FileStore
   workers: WorkerSource
   limits: ExecutionLimits
+  workspaces: WorkspaceStore
+  sessions: SessionSettings
+  /** told of a failure that does not fail the request (a fresh session's record not written) */
+  onBackgroundError?: (error: unknown) => void
 }
 
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
   const { store, workers, limits } = deps
   const clock = stopwatch()
-  const inputs = await resolveInputs(request.files, store, limits.workdirBytes, request.identity)
+  const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
+  const plan = await planWorkspace(request.workspace ?? { kind: 'fresh' }, request.identity, workspaceDeps)
+  const explicit = await resolveInputs(request.files, store, request.identity)
+  const inputs = stagedInputs(plan.files, explicit, limits.workdirBytes)
   const resolveMs = clock.lap()
-  const executionId = newId()
+  const executionId = plan.executionId
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, executionId, request.identity, limits)
   const worker = await workers.acquire()
@@ -87,12 +102,24 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
-  const files = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
+  const kept = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
+  const files = await echoReadOnlyInputs(kept, explicit, store)
   const notes = [...run.notes, ...outputs.notes()]
+  if (outcome.status === 'ok') {
+    const update = updateWorkspace(plan, explicit, files, run.deletedInputs, request.identity, workspaceDeps)
+    if (plan.kind === 'session' && plan.status === 'new') {
+      // only a later request naming this execution reads the record: it need not hold up this answer
+      update.catch((error: unknown) => deps.onBackgroundError?.(error))
+    } else {
+      const note = await update
+      if (note !== null) notes.push(note)
+    }
+  }
   const discarded = outcome.status === 'ok' ? 0 : Math.max(run.discardedOutputs, outputs.count)
   if (discarded > 0) notes.push(`${discarded} file(s) written to /mnt/data were not kept because the execution did not succeed.`)
   return {
     executionId,
+    runtimeSession: plan.kind === 'runtime' ? { id: plan.id, status: plan.status } : null,
     stdout: run.stdout.toString('utf8'),
     stderr: appendLines(run.stderr.toString('utf8'), [...notes, ...(outcome.explanation === null ? [] : [outcome.explanation])]),
     files,
@@ -118,6 +145,21 @@ function stopwatch () {
       return ms
     },
   }
+}
+
+/**
+ * A read-only input (an infrastructure file, `read_only` on upload) that the code changed is not a
+ * generated artifact: its new version is dropped and the original is echoed with `inherited: true`.
+ */
+async function echoReadOnlyInputs (outputs: StoredFile[], inputs: ResolvedInput[], store: FileStore): Promise<ExecutionFile[]> {
+  const readOnly = new Map(inputs.filter((input) => input.file.readOnly === true).map((input) => [input.ref.name, input.file]))
+  if (readOnly.size === 0) return outputs
+  return await Promise.all(outputs.map(async (output): Promise<ExecutionFile> => {
+    const original = readOnly.get(output.name)
+    if (original === undefined) return output
+    await store.delete(output.storageSessionId, output.id)
+    return { ...original, name: output.name, inherited: true }
+  }))
 }
 
 async function discardOutputs (outputs: OutputCollector): Promise<StoredFile[]> {

@@ -55,6 +55,10 @@ interface CodeToolParams {
   baseUrl: string
   authHeaders: Record<string, string>
   user_id: string
+  /** LibreChat's stateful agents: `stateful` plus statefulSessions and a hint (spec §9) */
+  executionProfile?: 'default' | 'stateful'
+  statefulSessions?: boolean
+  runtimeSessionHint?: string
 }
 
 /**
@@ -90,6 +94,8 @@ export interface CodeArtifact {
   session_id: string
   files?: ArtifactFile[]
   deleted_files?: string[]
+  runtime_session_id?: string
+  runtime_status?: 'new' | 'reused'
 }
 
 /** What a tool call returns: LangChain's ToolMessage, narrowed to what LibreChat reads. */
@@ -105,6 +111,12 @@ function toolParams (server: RunningServer, userId: string): CodeToolParams {
 /** `execute_code` as LibreChat builds it for a user (API-key deployment). */
 export function codeTool (server: RunningServer, userId = USER_ID): CodeTool {
   return sdk.createCodeExecutionTool(toolParams(server, userId))
+}
+
+/** The tools of a LibreChat agent configured for the stateful profile, with its runtime session hint. */
+export function statefulTools (server: RunningServer, userId: string, hint: string): { code: CodeTool, bash: CodeTool } {
+  const params = { ...toolParams(server, userId), executionProfile: 'stateful' as const, statefulSessions: true, runtimeSessionHint: hint }
+  return { code: sdk.createCodeExecutionTool(params), bash: sdk.createBashExecutionTool(params) }
 }
 
 /** `bash_tool` without an attached workspace, i.e. plain `/exec` with `lang: bash`. */
