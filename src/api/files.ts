@@ -13,7 +13,6 @@ import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
 export interface FileRouteDeps { store: FileStore, metrics: Metrics }
 
-
 function notFound (storageSessionId: string, fileId: string) {
   return errors.fileNotFound(`File ${storageSessionId}/${fileId} was not found; it may have expired.`)
 }

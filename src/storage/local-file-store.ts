@@ -408,7 +408,6 @@ async function writeFully (handle: FileHandle, chunk: Uint8Array): Promise<void>
   }
 }
 
-
 function parseMetadata (text: string): Metadata | null {
   try {
     const parsed = MetadataSchema.safeParse(JSON.parse(text))
