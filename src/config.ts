@@ -146,7 +146,7 @@ const sessions = slice({
     }
     return profiles as Array<'default' | 'stateful'>
   })],
-  workspaceTtlMs: ['WORKSPACE_TTL', duration.default(24 * 3_600_000)],
+  workspaceTtlMs: ['WORKSPACE_TTL', duration.optional()],
   workspaceMaxFiles: ['WORKSPACE_MAX_FILES', positiveInt(100_000).default(1000)],
   workspaceQuotaBytes: ['WORKSPACE_QUOTA_MB', positiveInt(1024 * 1024).transform((mb) => mb * 1024 * 1024).optional()],
   maxWorkspacesPerUser: ['MAX_WORKSPACES_PER_USER', positiveInt(10_000).default(10)],
@@ -178,7 +178,7 @@ export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
 export type JupyterSettings = SliceOf<typeof jupyter.settings>
 /** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
-export type SessionSettings = Omit<SliceOf<typeof sessions.settings>, 'workspaceQuotaBytes'> & { workspaceQuotaBytes: number }
+export type SessionSettings = Omit<SliceOf<typeof sessions.settings>, 'workspaceQuotaBytes' | 'workspaceTtlMs'> & { workspaceQuotaBytes: number, workspaceTtlMs: number }
 
 export interface AuthConfig {
   methods: AuthMethod[]
@@ -249,8 +249,10 @@ function buildConfig (e: Record<string, unknown>) {
 function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {
   const settings = sessions.read(e)
   // a workspace holds stored files: it cannot outlive them
-  if (settings.workspaceTtlMs > fileTtlMs) throw new ConfigError('invalid configuration:\n  WORKSPACE_TTL: must not be longer than FILE_TTL, or a workspace would outlive its files')
-  return { ...settings, workspaceQuotaBytes: Math.min(settings.workspaceQuotaBytes ?? workdirBytes, workdirBytes) }
+  if (settings.workspaceTtlMs !== undefined && settings.workspaceTtlMs > fileTtlMs) {
+    throw new ConfigError('invalid configuration:\n  WORKSPACE_TTL: must not be longer than FILE_TTL, or a workspace would outlive its files')
+  }
+  return { ...settings, workspaceTtlMs: settings.workspaceTtlMs ?? fileTtlMs, workspaceQuotaBytes: Math.min(settings.workspaceQuotaBytes ?? workdirBytes, workdirBytes) }
 }
 
 function resolveAuth (a: AuthSettings, host: string): AuthConfig {
