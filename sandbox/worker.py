@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cells
 import frames
 import runners
+import tools
 import workdir
 
 CTL_FD, OUT_FD, ERR_FD = 3, 4, 5  # private dups: user code closing fd 1 or 2 cannot hide the run's end
@@ -123,7 +124,19 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     runners.limit_cpu(int(job["cpu_seconds"]), keep_hard_limit=keep)
     interrupts.pending = False
     args = [str(arg) for arg in job.get("args", [])]
-    if job["runner"] == "python" and job.get("cell"):
+    tool_list = job.get("tools") or []
+    broker = tools.Broker(send_message, reader) if tool_list else None
+    if job["runner"] == "python" and broker is not None:
+        tools.install_python_stubs(main.__dict__, tool_list, broker)
+        outcome = runners.run_python(job["code"], args, main, interrupts)
+    elif job["runner"] == "steps" and broker is not None:
+        env = ENV | job.get("env", {}) | tools.prepare_bash_stubs(tool_list)
+        server = tools.BashToolServer(broker, tool_list)
+        try:
+            outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, env, interrupts, server)
+        finally:
+            server.close()
+    elif job["runner"] == "python" and job.get("cell"):
         sync = SyncedSender(bytes.fromhex(str(job["sync_seed"])))
         outcome = cells.run_cell(job["code"], main, interrupts, sync.send, int(job.get("execution_count", 0)))
     elif job["runner"] == "python":

@@ -10,6 +10,7 @@ import { healthRoutes } from './api/health.ts'
 import { isJupyterPath, jupyterRoutes } from './api/jupyter/routes.ts'
 import { JupyterAuth } from './auth/jupyter-auth.ts'
 import { metricsRoutes } from './api/metrics.ts'
+import { programmaticRoutes } from './api/programmatic.ts'
 import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
 import { requestIdentity, userFromScope } from './api/identity.ts'
@@ -23,6 +24,7 @@ import type { LanguageAvailability } from './exec/languages/index.ts'
 import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
 import type { Metrics } from './metrics.ts'
+import { ProgrammaticRuns } from './ptc/programmatic-runs.ts'
 import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
 import type { WorkspaceStore } from './storage/workspaces.ts'
@@ -132,11 +134,29 @@ export async function buildApp (config: Config, services: AppServices) {
     sessions: config.sessions,
     onBackgroundError: (error: unknown) => services.log.warn({ err: error }, 'a session record was not written'),
   }
+  // tool-calling runs need live workers: where there are none (cold mode), the route is absent
+  const programmatic = services.live === null
+    ? null
+    : new ProgrammaticRuns({
+      live: services.live,
+      exec,
+      settings: config.programmatic,
+      observer: {
+        round: (calls) => services.metrics.recordProgrammaticRound(calls),
+        ended: (reason) => services.metrics.recordProgrammaticEnd(reason),
+      },
+      log: services.log.child({ component: 'ptc' }),
+    })
+  if (programmatic !== null) {
+    services.metrics.watchProgrammatic(() => programmatic.stats())
+    app.addHook('onClose', async () => programmatic.close())
+  }
   if (services.kernels !== null) {
     await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
+    if (programmatic !== null) await app.register(programmaticRoutes, { prefix, ...exec, runs: programmatic })
     await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes, metrics: services.metrics })
     await app.register(fileRoutes, { prefix, store: services.store, metrics: services.metrics })
     await app.register(healthRoutes, { prefix, state: services.state, isReady: services.isReady, isDraining: services.isDraining })

@@ -137,6 +137,13 @@ const jupyter = slice({
   kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
 })
 
+const programmatic = slice({
+  maxPausedRuns: ['MAX_PAUSED_RUNS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxPausedRunsPerUser: ['MAX_PAUSED_RUNS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  pauseTimeoutMs: ['PTC_PAUSE_TIMEOUT', duration.default(5 * 60_000)],
+  maxRounds: ['PTC_MAX_ROUNDS', positiveInt(1000).default(20)],
+})
+
 const sessions = slice({
   profiles: ['PROFILES', z.string().default('default,stateful').transform((list, ctx) => {
     const profiles = list.split(',').map((profile) => profile.trim()).filter(Boolean)
@@ -164,7 +171,7 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, sessions, admission, storage] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -177,6 +184,8 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
 export type JupyterSettings = SliceOf<typeof jupyter.settings>
+/** Programmatic tool calling: paused runs (live workers of kind ptc) and their rounds. */
+export type ProgrammaticToolSettings = SliceOf<typeof programmatic.settings>
 /** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
 export type SessionSettings = Omit<SliceOf<typeof sessions.settings>, 'workspaceQuotaBytes' | 'workspaceTtlMs'> & { workspaceQuotaBytes: number, workspaceTtlMs: number }
 
@@ -233,6 +242,7 @@ function buildConfig (e: Record<string, unknown>) {
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
     jupyter: jupyter.read(e),
+    programmatic: programmatic.read(e),
     sessions: readSessions(e, limitSettings.workdirBytes, storage.read(e).fileTtlMs),
     admission: admission.read(e),
     // long enough for a running execution to finish by default

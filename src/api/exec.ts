@@ -72,7 +72,7 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
 }
 
 /** The language `lang` names, if this server can run it; otherwise a 400 that says what is missing. */
-function availableLanguage (lang: string, languages: LanguageAvailability) {
+export function availableLanguage (lang: string, languages: LanguageAvailability) {
   const language = resolveLanguage(lang)
   const missing = languages.missing.find((entry) => entry.language === language)
   if (language !== null && missing === undefined) return language
@@ -83,7 +83,7 @@ function availableLanguage (lang: string, languages: LanguageAvailability) {
 }
 
 /** The stateful profile with a hint runs in a runtime session; a named session id continues that session. */
-function workspaceFor (body: ExecBody, profile: 'default' | 'stateful'): WorkspaceRequest {
+export function workspaceFor (body: Pick<ExecBody, 'session_id' | 'runtime_session_hint'>, profile: 'default' | 'stateful'): WorkspaceRequest {
   if (profile === 'stateful' && typeof body.runtime_session_hint === 'string' && body.runtime_session_hint.trim() !== '') {
     return { kind: 'runtime', hint: body.runtime_session_hint }
   }
@@ -91,20 +91,25 @@ function workspaceFor (body: ExecBody, profile: 'default' | 'stateful'): Workspa
   return { kind: 'fresh' }
 }
 
+/** An execution's output files as LibreChat reads them (spec §3.1.3). */
+export function filesToWire (files: ExecutionResult['files']): ExecResponse['files'] {
+  return files.map((file) => ({
+    id: file.id,
+    name: file.name,
+    storage_session_id: file.storageSessionId,
+    path: `/mnt/data/${file.name}`,
+    url: `/api/files/code/download/${file.storageSessionId}/${file.id}`,
+    type: file.contentType,
+    ...(file.inherited === true ? { inherited: true } : {}),
+  }))
+}
+
 function toWire (result: ExecutionResult): ExecResponse {
   return {
     session_id: result.executionId,
     stdout: result.stdout,
     stderr: result.stderr,
-    files: result.files.map((file) => ({
-      id: file.id,
-      name: file.name,
-      storage_session_id: file.storageSessionId,
-      path: `/mnt/data/${file.name}`,
-      url: `/api/files/code/download/${file.storageSessionId}/${file.id}`,
-      type: file.contentType,
-      ...(file.inherited === true ? { inherited: true } : {}),
-    })),
+    files: filesToWire(result.files),
     deleted_files: result.deletedFiles,
     status: result.outcome.status,
     exit_code: result.outcome.exitCode,

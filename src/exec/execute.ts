@@ -2,14 +2,14 @@ import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
 import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import type { RunPhases } from '../pool/run.ts'
+import type { RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
-import { collectRun, type CollectedRun } from './collect-run.ts'
+import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
 import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
 import type { LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
-import { planWorkspace, updateWorkspace, type WorkspaceRequest } from './workspace.ts'
+import { planWorkspace, updateWorkspace, type WorkspacePlan, type WorkspaceRequest } from './workspace.ts'
 import { OutputCollector } from './outputs.ts'
 
 export interface ExecutionRequest {
@@ -62,36 +62,76 @@ export interface ExecDeps {
 
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
-  const { store, workers, limits } = deps
+  const prepared = await prepareExecution(request, deps)
+  const worker = await deps.workers.acquire().catch(async (error: unknown) => {
+    await prepared.outputs.discard()
+    throw error
+  })
+  const acquireMs = prepared.clock.lap()
+  let run: CollectedRun
+  try {
+    run = await collectRun(worker.start({ ...prepared.job, keep: false }), prepared.collectLimits)
+  } catch (error) {
+    await prepared.outputs.discard()
+    throw error
+  } finally {
+    // never serves another execution: destroyed, and refilled off the request path
+    deps.workers.release(worker)
+  }
+  return await finishExecution(prepared, run, deps, acquireMs)
+}
+
+/** An execution up to its run: the workspace planned, inputs resolved, the job ready for a worker. */
+export interface PreparedExecution {
+  request: ExecutionRequest
+  executionId: string
+  plan: WorkspacePlan
+  explicit: ResolvedInput[]
+  /** the job a worker runs, whichever worker it is (single-use, or live for a paused run) */
+  job: Omit<WorkerJob, 'keep'>
+  outputs: OutputCollector
+  timeoutMs: number
+  collectLimits: CollectLimits
+  resolveMs: number
+  clock: Stopwatch
+}
+
+export async function prepareExecution (request: ExecutionRequest, deps: ExecDeps): Promise<PreparedExecution> {
+  const { store, limits } = deps
   const clock = stopwatch()
   const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
   const plan = await planWorkspace(request.workspace ?? { kind: 'fresh' }, request.identity, workspaceDeps)
   const explicit = await resolveInputs(request.files, store, request.identity)
   const inputs = stagedInputs(plan.files, explicit, limits.workdirBytes)
-  const resolveMs = clock.lap()
-  const executionId = plan.executionId
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
-  const outputs = new OutputCollector(store, executionId, request.identity, limits)
-  const worker = await workers.acquire()
-  const acquireMs = clock.lap()
-  let run: CollectedRun
-  try {
-    run = await collectRun(worker.start({
+  const outputs = new OutputCollector(store, plan.executionId, request.identity, limits)
+  return {
+    request,
+    executionId: plan.executionId,
+    plan,
+    explicit,
+    job: {
       program: request.language.program,
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
       cpuSeconds: cpuSecondsFor(timeoutMs),
-      keep: false,
       outputs,
-    }), { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes })
-  } catch (error) {
-    await outputs.discard()
-    throw error
-  } finally {
-    // never serves another execution: destroyed, and refilled off the request path
-    workers.release(worker)
+    },
+    outputs,
+    timeoutMs,
+    collectLimits: { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes },
+    resolveMs: clock.lap(),
+    clock,
   }
+}
+
+/** After the run: classify it, keep or drop its outputs, update the workspace, and shape the result. */
+export async function finishExecution (prepared: PreparedExecution, run: CollectedRun, deps: ExecDeps, acquireMs: number): Promise<ExecutionResult> {
+  const { request, plan, explicit, outputs, timeoutMs, executionId, clock } = prepared
+  const { store, limits } = deps
+  const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
+  clock.lap()
   // the jail died, or the worker broke before the code started: not the program's doing, so no outcome
   const brokeBeforeStart = run.vanished && run.phases.startedMs === null && run.protocolViolation === null
   if ((run.jailLost || brokeBeforeStart) && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
@@ -99,7 +139,6 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     // the detail (zygote, slot, signal) is for the log, not for the client
     throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
-  clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
   const kept = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
@@ -126,7 +165,7 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     deletedFiles: outcome.status === 'ok' ? run.deletedInputs : [],
     outcome,
     wallMs: run.wallMs,
-    phases: { resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
+    phases: { resolveMs: prepared.resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
   }
 }
 
@@ -135,7 +174,9 @@ export function cpuSecondsFor (timeoutMs: number): number {
   return Math.ceil(timeoutMs / 1000) + 1
 }
 
-function stopwatch () {
+interface Stopwatch { lap: () => number }
+
+function stopwatch (): Stopwatch {
   let last = performance.now()
   return {
     lap: () => {

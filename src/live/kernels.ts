@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { StringDecoder } from 'node:string_decoder'
 import type { Logger } from 'pino'
-import type { Identity } from '../auth/identity.ts'
+import { sameOwner, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, JupyterSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { OutputSink, Run } from '../pool/run.ts'
@@ -286,8 +286,4 @@ export class KernelManager {
     for (const kernel of this.kernels.values()) kernel.shutdown()
     this.kernels.clear()
   }
-}
-
-function sameOwner (a: Identity, b: Identity): boolean {
-  return a.tenant === b.tenant && a.user === b.user
 }

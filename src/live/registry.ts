@@ -40,21 +40,30 @@ export class LiveWorker {
   private readonly endListeners: Array<(reason: LiveEndReason) => void> = []
 
   constructor (readonly owner: Identity, readonly kind: LiveKind, private readonly worker: Worker, readonly idleTimeoutMs: number) {
-    worker.exited.then(() => this.end('died'), () => this.end('died'))
+    // a single-use worker exits after its run: that is its end, not a death
+    const exited = () => this.end(this.current?.isFinished === true && !this.keeps ? 'stopped' : 'died')
+    worker.exited.then(exited, exited)
   }
+
+  private keeps = true
 
   get isBusy (): boolean { return this.current !== null && !this.current.isFinished }
   get isAlive (): boolean { return this.endReason === null && this.worker.isAlive }
   get ended (): LiveEndReason | null { return this.endReason }
   get workerId (): string { return this.worker.id }
 
-  /** Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one. */
-  start (job: Omit<WorkerJob, 'keep'>): Run {
-    if (!this.isAlive) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
-    const run = this.worker.start({ ...job, keep: true })
+  /**
+   * Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one, unless
+   * `last`: then the worker exits after this run (a tool-calling run lives across requests, but only once).
+   */
+  start (job: Omit<WorkerJob, 'keep'>, options: { last?: boolean } = {}): Run {
+    if (!this.isAlive || !this.keeps) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
+    this.keeps = options.last !== true
+    const run = this.worker.start({ ...job, keep: this.keeps })
     this.current = run
     this.touch()
     run.done.finally(() => {
+      if (!this.keeps) return this.end('stopped')
       if (this.current === run) this.current = null
       this.touch()
     }).catch(() => {})

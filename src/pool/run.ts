@@ -41,7 +41,12 @@ export interface WorkerJob {
   /** send new and changed files of /mnt/data back after the run (default); a kernel keeps them in place */
   collect?: boolean
   outputs: OutputSink
+  /** tools the code may call (programmatic tool calling): stubs by these identifiers ask the server */
+  tools?: ToolStub[]
 }
+
+/** A tool as the code sees it: `identifier` is the Python/Bash name of its stub; calls carry `name`. */
+export interface ToolStub { name: string, identifier: string, description?: string }
 
 export type RunEvent =
   | { type: 'started' }
@@ -246,6 +251,7 @@ export class Run {
       marker: this.marker.toString('hex'),
       sync_seed: this.syncSeed.toString('hex'),
       files: this.job.inputs.map((input) => ({ name: input.name, size: input.size })),
+      ...(this.job.tools !== undefined && this.job.tools.length > 0 ? { tools: this.job.tools } : {}),
       ...(program.runner === 'python' && program.cell !== undefined ? { cell: true, execution_count: program.cell.executionCount } : {}),
       ...(program.runner === 'steps'
         ? {
