@@ -125,7 +125,7 @@ async function runMode (mode: Mode, levels: number[]): Promise<Row[]> {
       const prepareClient = new Client(target.server.url, target.server.apiKey, 1)
       await scenario.prepare?.(prepareClient)
       await prepareClient.close()
-      for (const concurrency of levels) {
+      for (const concurrency of levels.filter((level) => level <= (scenario.maxConcurrency ?? Infinity))) {
         const row = await measure(target, scenario, mode, concurrency)
         process.stderr.write(`${mode} ${scenario.name} c=${concurrency}: p50 ${row.p50.toFixed(1)} ms, ${row.perSecond.toFixed(1)}/s, errors ${row.errors}\n`)
         rows.push(row)

@@ -22,6 +22,32 @@ export class Client {
     return reply
   }
 
+  /** POST /v1/exec/programmatic, answering every tool call at once with `answer` until the run ends. */
+  async programmatic (body: unknown, answer: (call: { id: string, name: string, input: unknown }) => unknown): Promise<ProgrammaticReply & { rounds: number }> {
+    let reply = await this.postProgrammatic(body)
+    let rounds = 0
+    while (reply.status === 'tool_call_required') {
+      rounds++
+      reply = await this.postProgrammatic({
+        continuation_token: reply.continuation_token,
+        tool_results: (reply.tool_calls ?? []).map((call) => ({ call_id: call.id, result: answer(call), is_error: false })),
+      })
+    }
+    return { ...reply, rounds }
+  }
+
+  private async postProgrammatic (body: unknown): Promise<ProgrammaticReply> {
+    const response = await this.pool.request({
+      method: 'POST',
+      path: '/v1/exec/programmatic',
+      headers: { 'content-type': 'application/json', 'x-api-key': this.apiKey },
+      body: JSON.stringify(body),
+    })
+    const reply = await response.body.json() as ProgrammaticReply
+    if (response.statusCode !== 200) throw new Error(`exec/programmatic answered ${response.statusCode}: ${JSON.stringify(reply)}`)
+    return reply
+  }
+
   async upload (name: string, bytes: Buffer): Promise<{ storage_session_id: string, files: Array<{ fileId: string }> }> {
     const form = new FormData()
     form.append('kind', 'user')
@@ -54,6 +80,15 @@ export interface ExecReply {
   files: Array<{ id: string, name: string, storage_session_id: string }>
 }
 
+export interface ProgrammaticReply {
+  status: 'tool_call_required' | 'completed' | 'error'
+  continuation_token?: string
+  tool_calls?: Array<{ id: string, name: string, input: unknown }>
+  stdout?: string
+  stderr?: string
+  error?: string
+}
+
 export interface Health { pool: { acquired_warm: number, acquired_cold: number, spawned: number } }
 
 /**
@@ -65,6 +100,8 @@ export interface Scenario {
   description: string
   /** the modes it runs in (default both): a Jupyter block needs kernels, which the cold baseline has none of */
   modes?: Array<'warm' | 'cold' | 'jupyter-server'>
+  /** the most iterations it may run at once (tool-calling runs are capped per user: MAX_PAUSED_RUNS_PER_USER) */
+  maxConcurrency?: number
   prepare?: (client: Client) => Promise<void>
   iteration: (client: Client) => Promise<number[]>
 }
@@ -109,6 +146,10 @@ lines.append(f'step {len(lines) + 1}')
 open(path, 'w').write('\\n'.join(lines) + '\\n')
 print(len(lines))
 `
+
+/** Ten sequential tool calls, each result feeding the next; with tools, every call is a round trip to the client. */
+const PTC_LOOP = 'n = 0\nfor _ in range(10):\n    n = (await add_one(n=n))["value"]\nprint(n)'
+const LOCAL_ADD_ONE = 'async def add_one(n):\n    return {"value": n + 1}\n'
 
 export function scenarios (): Scenario[] {
   let input: { sessionId: string, fileId: string } | null = null
@@ -205,6 +246,26 @@ export function scenarios (): Scenario[] {
       iteration: async (client) => [await timed(async () => {
         const reply = await client.exec({ lang: 'py', code: READ_TEN_CODE, files: tenFiles })
         check(reply.stdout === `${10 * 512 * 1024}\n`, `unexpected stdout ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
+      })],
+    },
+    {
+      name: 'ptc-10-rounds',
+      description: 'Programmatic tool calling: a Python program making 10 sequential tool calls, each a pause, an answer and a continuation',
+      modes: ['warm'],
+      maxConcurrency: 4,
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.programmatic({ code: PTC_LOOP, tools: [{ name: 'add_one' }] }, (call) => ({ value: Number((call.input as { n: number }).n) + 1 }))
+        check(reply.status === 'completed' && reply.stdout === '10\n' && reply.rounds === 10, `unexpected reply ${JSON.stringify(reply).slice(0, 300)}`)
+      })],
+    },
+    {
+      name: 'ptc-no-tools',
+      description: 'The same program with add_one defined in the code instead (one /exec, no rounds)',
+      modes: ['warm'],
+      maxConcurrency: 4,
+      iteration: async (client) => [await timed(async () => {
+        const reply = await client.exec({ lang: 'py', code: LOCAL_ADD_ONE + PTC_LOOP })
+        check(reply.stdout === '10\n', `unexpected stdout ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
       })],
     },
     {

@@ -83,7 +83,7 @@ export function availableLanguage (lang: string, languages: LanguageAvailability
 }
 
 /** The stateful profile with a hint runs in a runtime session; a named session id continues that session. */
-export function workspaceFor (body: Pick<ExecBody, 'session_id' | 'runtime_session_hint'>, profile: 'default' | 'stateful'): WorkspaceRequest {
+function workspaceFor (body: ExecBody, profile: 'default' | 'stateful'): WorkspaceRequest {
   if (profile === 'stateful' && typeof body.runtime_session_hint === 'string' && body.runtime_session_hint.trim() !== '') {
     return { kind: 'runtime', hint: body.runtime_session_hint }
   }

@@ -6,7 +6,7 @@ import { formatBudget, JOB_BUDGET_BYTES, jobBytes } from '../exec/job-budget.ts'
 import { answerFor, type RoundAnswer } from '../ptc/programmatic-run.ts'
 import type { ProgrammaticRuns } from '../ptc/programmatic-runs.ts'
 import { planToolStubs, type ProgrammaticLanguage } from '../ptc/tool-names.ts'
-import { availableLanguage, filesToWire, workspaceFor, type ExecRouteDeps } from './exec.ts'
+import { availableLanguage, filesToWire, type ExecRouteDeps } from './exec.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import {
@@ -63,7 +63,8 @@ export const programmaticRoutes: FastifyPluginAsync<ProgrammaticRouteDeps> = asy
       files: (body.files ?? []).map((file) => ({ id: file.id, storageSessionId: (file.storage_session_id ?? file.session_id) as string, name: file.name })),
       identity,
       timeoutMs: body.timeout,
-      workspace: workspaceFor(body, request.executionProfile),
+      // stateless, as the official service keeps it (spec §9): session_id and a hint are accepted and ignored
+      workspace: { kind: 'fresh' } as const,
     }
     if (body.tools.length === 0) {
       // no tools to call: the same run /exec makes
