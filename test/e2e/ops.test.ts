@@ -87,6 +87,7 @@ for (const driver of availableDrivers()) {
         ['/exec', 'post'], ['/upload', 'post'], ['/download/{session_id}/{file_id}', 'get'],
         ['/sessions/{session_id}/objects/{file_id}', 'get'], ['/sessions/{session_id}/objects/{file_id}', 'delete'],
         ['/files/{session_id}', 'get'], ['/files/{session_id}/{file_id}', 'delete'], ['/health', 'get'], ['/metrics', 'get'],
+        ['/exec/programmatic', 'post'], ['/exec/programmatic/cancel', 'post'],
       ]
       for (const prefix of ['', '/v1']) {
         for (const [route, method] of expected) assert.ok(doc.paths[`${prefix}${route}`]?.[method] !== undefined, `${method} ${prefix}${route}`)
