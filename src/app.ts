@@ -20,6 +20,7 @@ import { renderError } from './api/error-boundary.ts'
 import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
+import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
 import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
@@ -41,6 +42,8 @@ declare module 'fastify' {
 export interface AppServices {
   store: FileStore
   workers: WorkerSource
+  /** which kind of worker a program gets; every program gets a data worker when absent */
+  flavorOf?: FlavorOf
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
   kernels: KernelManager | null
@@ -125,6 +128,7 @@ export async function buildApp (config: Config, services: AppServices) {
   const exec = {
     store: services.store,
     workers: services.workers,
+    flavorOf: services.flavorOf,
     limits: config.limits,
     admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
     metrics: services.metrics,

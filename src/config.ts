@@ -118,6 +118,7 @@ const pool = slice({
   min: ['POOL_MIN', decimal({ min: 0, max: 256 }).optional()],
   max: ['POOL_MAX', positiveInt(256).default(8)],
   zygotes: ['ZYGOTES', positiveInt(16).default(1)],
+  lightZygote: ['LIGHT_ZYGOTE', flag(true)],
   mode: ['POOL_MODE', z.enum(['warm', 'cold']).default('warm')],
   maxQueue: ['MAX_QUEUE', decimal({ min: 0, max: 100_000 }).default(64)],
   queueTimeoutMs: ['QUEUE_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],

@@ -2,6 +2,7 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
 import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
+import { chooseFlavor, loadStdlibModules, type FlavorOf } from './exec/flavor.ts'
 import { Metrics } from './metrics.ts'
 import { detectCgroups, instanceName, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
@@ -39,6 +40,8 @@ export interface ServiceState {
 
 export interface Services {
   store: FileStore
+  /** light workers for programs that need no data stack, when the light zygote is on */
+  flavorOf: FlavorOf
   workspaces: WorkspaceStore
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
@@ -84,10 +87,11 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
 
   const started = Date.now()
   let pool: WorkerProvider
-  let zygotes: ZygoteSet | null
+  let warm: WorkerPool | null
+  let zygotes: ZygoteSet[]
   let metrics: Metrics | null = null
   try {
-    ({ pool, zygotes } = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
+    ({ pool, warm, zygotes } = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
@@ -100,9 +104,9 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const capacity = computeCapacity(config)
   warnings.push(...capacity.warnings)
   // a live worker adopts a warm worker when one is ready (no fork on a kernel's first cell), else forks one
-  const live = zygotes === null
+  const live = warm === null
     ? null
-    : new LiveWorkers({ spawn: async () => (pool instanceof WorkerPool ? await pool.adopt() : null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+    : new LiveWorkers({ spawn: async (flavor) => await warm.adopt(flavor) ?? await warm.spawn(flavor) }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
   const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
@@ -110,8 +114,11 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
   const workspaceSweeper = startRetentionSweeper(workspaces, { ttlMs: config.sessions.workspaceTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
+  const stdlib = config.pool.lightZygote ? loadStdlibModules(config.jail.pythonPath) : new Set<string>()
+  if (config.pool.lightZygote && stdlib.size === 0) log.warn({ python: config.jail.pythonPath }, 'the standard library\'s module names are unknown: Python runs on data workers only')
   return {
     store,
+    flavorOf: (program, code) => chooseFlavor(program, code, stdlib),
     workspaces,
     pool,
     live,
@@ -121,7 +128,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     metrics,
     isReady: () => selfTest?.passed === true,
     selfTest: async (serverPort) => {
-      selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort })
+      selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort, flavors: config.pool.lightZygote && warm !== null ? ['data', 'light'] : ['data'] })
       return selfTest
     },
     languages,
@@ -132,22 +139,28 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       kernels?.close()
       await live?.close()
       await pool.close()
-      await zygotes?.close()
+      await Promise.all(zygotes.map(async (set) => await set.close()))
       await cgroups?.close()
       await runtime.remove()
     },
   }
 }
 
-async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, zygotes: ZygoteSet | null }> {
+async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, warm: WorkerPool | null, zygotes: ZygoteSet[] }> {
   if (config.pool.mode === 'cold') {
     // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
     const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
-    return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), zygotes: null }
+    return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), warm: null, zygotes: [] }
   }
   const slotCount = computeCapacity(config).slotsPerZygote
-  const zygotes = await ZygoteSet.start(config.pool.zygotes, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
-  const pool = new WorkerPool(zygotes, {
+  const count = config.pool.zygotes
+  const zygotes = await ZygoteSet.start(count, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
+  // the light zygotes preload nothing; their indexes (uids, cgroups, channels) follow the data zygotes'
+  const light = config.pool.lightZygote
+    ? await ZygoteSet.start(count, (index) => startZygote({ ...config, jail: { ...config.jail, preloadModules: [] } }, log, driver, cgroups, runtime, count + index, slotCount), log)
+      .catch(async (error: unknown) => { await zygotes.close(); throw error })
+    : undefined
+  const pool = new WorkerPool({ data: zygotes, ...(light === undefined ? {} : { light }) }, {
     min: config.pool.min,
     max: config.pool.max,
     acquireTimeoutMs: config.pool.queueTimeoutMs,
@@ -155,7 +168,7 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     onSpawn,
     log,
   })
-  return { pool, zygotes }
+  return { pool, warm: pool, zygotes: light === undefined ? [zygotes] : [zygotes, light] }
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {

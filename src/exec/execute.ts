@@ -4,6 +4,8 @@ import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
+import type { Flavor } from '../pool/worker-pool.ts'
+import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
 import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
@@ -46,12 +48,14 @@ export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: Ru
 
 /** What an execution needs from the pool: a worker, given back after its one run. */
 export interface WorkerSource {
-  acquire (): Promise<Worker>
+  acquire (flavor?: Flavor): Promise<Worker>
   release (worker: Worker): void
 }
 
 export interface ExecDeps {
   store: FileStore
+  /** which kind of worker a program gets (light or data); data when absent */
+  flavorOf?: FlavorOf
   workers: WorkerSource
   limits: ExecutionLimits
   workspaces: WorkspaceStore
@@ -63,7 +67,7 @@ export interface ExecDeps {
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
   const prepared = await prepareExecution(request, deps)
-  const worker = await deps.workers.acquire().catch(async (error: unknown) => {
+  const worker = await deps.workers.acquire(deps.flavorOf?.(request.language.program, request.code)).catch(async (error: unknown) => {
     await prepared.outputs.discard()
     throw error
   })

@@ -5,13 +5,14 @@ import type { LiveSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { Run, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
+import type { Flavor } from '../pool/worker-pool.ts'
 
 /** What a live worker is for: a Jupyter kernel, or a programmatic tool-calling run paused between rounds. */
 export type LiveKind = 'kernel' | 'ptc'
 export type LiveEndReason = 'stopped' | 'expired' | 'died' | 'shutdown'
 
-/** Where live workers come from: fresh forks of a zygote, outside the single-use pool's budget. */
-export interface LiveWorkerSource { spawn (): Promise<Worker> }
+/** Where live workers come from: workers of the flavor asked for, outside the single-use pool's budget. */
+export interface LiveWorkerSource { spawn (flavor: Flavor): Promise<Worker> }
 
 /** Caps of one kind of live worker, inside the registry's overall budget. */
 export interface KindCaps { max: number, maxPerUser: number }
@@ -125,7 +126,7 @@ export class LiveWorkers {
    * A new live worker of `kind` for `owner`, or a `WARDEN_LIVE_CAPACITY` error when the overall budget or
    * a cap of the kind (in all, or per owner) is reached.
    */
-  async create (owner: Identity, kind: LiveKind, caps: KindCaps, options: { idleTimeoutMs?: number } = {}): Promise<LiveWorker> {
+  async create (owner: Identity, kind: LiveKind, caps: KindCaps, options: { idleTimeoutMs?: number, flavor?: Flavor } = {}): Promise<LiveWorker> {
     if (this.closing) throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'Warden is shutting down.')
     const keys = [kind, `${kind}\u0000${ownerKey(owner)}`]
     const [ofKind = 0, ofOwner = 0] = keys.map((key) => this.reservedBy.get(key) ?? 0)
@@ -139,7 +140,7 @@ export class LiveWorkers {
     this.reserve(keys, 1)
     let worker: Worker
     try {
-      worker = await this.source.spawn()
+      worker = await this.source.spawn(options.flavor ?? 'data')
     } catch (error) {
       this.reserve(keys, -1)
       throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'No worker could be started; see /health.', {}, { cause: error })

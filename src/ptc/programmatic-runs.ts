@@ -43,7 +43,7 @@ export class ProgrammaticRuns {
   async start (request: ExecutionRequest, tools: ToolStub[], round: RoundRequest): Promise<RoundAnswer> {
     const { live, settings } = this.deps
     const caps = { max: settings.maxPausedRuns, maxPerUser: settings.maxPausedRunsPerUser }
-    const run = await ProgrammaticRun.start(request, tools, async () => await live.create(request.identity, 'ptc', caps), this.deps.exec, settings, {
+    const run = await ProgrammaticRun.start(request, tools, async () => await live.create(request.identity, 'ptc', caps, { flavor: this.deps.exec.flavorOf?.(request.language.program, request.code) }), this.deps.exec, settings, {
       paused: (paused, calls) => {
         if (paused.token !== null) this.byToken.set(paused.token, paused)
         this.deps.observer.round(calls)

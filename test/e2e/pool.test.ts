@@ -36,7 +36,7 @@ for (const driver of availableDrivers()) {
       assert.equal(after.acquired_cold - before.acquired_cold, 0, 'no execution waited for a worker to be forked')
       assert.equal(after.acquired_warm - before.acquired_warm, executions)
       assert.equal(after.jails_started, before.jails_started, 'no jail was started')
-      assert.equal(after.zygotes_alive, 1)
+      assert.equal(after.zygotes_alive, 2, 'the data zygote and the light one')
       assert.equal(after.spawned - before.spawned, executions, 'each execution was replaced by exactly one new worker')
     })
 
