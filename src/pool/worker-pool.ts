@@ -269,9 +269,10 @@ export class WorkerPool implements WorkerProvider {
   /**
    * Start forks: first one per waiting request (retiring another lane's warm worker when the pool is
    * full, since a waiting request outranks a warm worker nobody asked for), then warm workers up to each
-   * lane's target (`warmTarget`) within `max`, for the lane in most demand first. Under a steady load of
-   * one flavor the other lane's target falls to nothing, so it does not take the room back after each
-   * execution only to have its worker retired again.
+   * lane's target (`warmTarget`) within `max`, for the lane in most demand first, retiring warm workers
+   * of a lane over its own target when the pool is full. Targets follow demand: under a steady load of one
+   * flavor the other lane's falls to nothing, so it does not take the room back after each execution only
+   * to have its worker retired again; when the load turns, the warm workers turn with it.
    */
   private refill (): void {
     if (this.closing || this.retryTimer !== null) return
@@ -283,7 +284,10 @@ export class WorkerPool implements WorkerProvider {
     }
     for (const lane of [...this.lanes].sort((a, b) => b.demand - a.demand)) {
       const target = this.warmTarget(lane)
-      while (lane.idle.length + lane.starting - lane.waiters.length < target && this.total() < this.options.max) this.startSpawn(lane)
+      while (lane.idle.length + lane.starting - lane.waiters.length < target) {
+        if (this.total() >= this.options.max && !this.retireIdleBesides(lane, true)) break
+        this.startSpawn(lane)
+      }
     }
   }
 
@@ -305,9 +309,14 @@ export class WorkerPool implements WorkerProvider {
     this.spawnOne(lane)
   }
 
-  /** Dispose of a warm worker of another lane (the one with the most) to make room; false if none is warm. */
-  private retireIdleBesides (needy: Lane): boolean {
-    const donor = this.lanes.filter((lane) => lane !== needy && lane.idle.length > 0).sort((a, b) => b.idle.length - a.idle.length)[0]
+  /**
+   * Dispose of a warm worker of another lane (the one with the most) to make room; false if none is warm.
+   * `overTarget`: only from a lane holding more warm workers than its share (demand moved away from it).
+   */
+  private retireIdleBesides (needy: Lane, overTarget = false): boolean {
+    const donor = this.lanes
+      .filter((lane) => lane !== needy && lane.idle.length > (overTarget ? this.warmTarget(lane) : 0))
+      .sort((a, b) => b.idle.length - a.idle.length)[0]
     const worker = donor?.idle.shift()
     if (worker === undefined) return false
     worker.dispose()

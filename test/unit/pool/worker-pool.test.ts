@@ -120,3 +120,46 @@ test('two flavors share max: a request of one retires the other\'s warm worker w
   assert.match((await dataWorker).id, /^data\//)
   await pool.close()
 })
+
+test('when the load turns from one flavor to the other, the warm workers turn with it', async () => {
+  const { pino } = await import('pino')
+  const { WorkerPool } = await import('../../../src/pool/worker-pool.ts')
+  const { ZygoteSet } = await import('../../../src/pool/zygotes.ts')
+  const makeZygote = (flavor: string) => {
+    let count = 0
+    return {
+      name: flavor,
+      isAlive: true,
+      freeSlots: 64,
+      exited: new Promise(() => {}),
+      waitForFreeSlot: async () => {},
+      spawnWorker: async () => ({ id: `${flavor}/s${++count}/1`, isAlive: true, lastRunMs: null, exited: new Promise(() => {}), dispose: () => {} }),
+      slotStates: () => ({}),
+      close: async () => {},
+    }
+  }
+  const log = pino({ level: 'silent' })
+  const pool = new WorkerPool({
+    data: await ZygoteSet.start(1, async () => makeZygote('data') as never, log),
+    light: await ZygoteSet.start(1, async () => makeZygote('light') as never, log),
+  }, { min: 8, max: 8, acquireTimeoutMs: 5_000, maxQueue: 4, log })
+  await pool.ready()
+  const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
+  const serve = async (flavor: 'data' | 'light', times: number) => {
+    let warm = 0
+    for (let i = 0; i < times; i++) {
+      const before = pool.stats().acquiredWarm
+      pool.release(await pool.acquire(flavor))
+      if (pool.stats().acquiredWarm > before) warm++
+      await settle()
+    }
+    return warm
+  }
+  await serve('light', 40)
+  await serve('data', 40)
+  // a burst of data requests now finds warm data workers, not light ones to retire and forks to wait for
+  const before = pool.stats().acquiredWarm
+  await Promise.all([1, 2, 3, 4, 5, 6].map(async () => await pool.acquire('data')))
+  assert.equal(pool.stats().acquiredWarm - before, 6, 'all six found a warm worker')
+  await pool.close()
+})
