@@ -36,6 +36,8 @@ declare module 'fastify' {
     principal: Principal | null
     /** the execution profile this request is served in (X-CodeAPI-Expected-Profile, spec §4.4) */
     executionProfile: 'default' | 'stateful'
+    /** what a route adds to the request's one log line (an execution's id, outcome and phases) */
+    logFields: Record<string, unknown> | null
   }
 }
 
@@ -72,6 +74,13 @@ export async function buildApp (config: Config, services: AppServices) {
     // a client has this long to send a whole request (a 150 MiB upload included): slow bodies end
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,
+    // one line per request (below) instead of Fastify's two, each with the whole request serialized:
+    // at LOG_LEVEL=info that was a fifth of the server's CPU per execution
+    disableRequestLogging: true,
+  })
+  app.decorateRequest('logFields', null)
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info({ method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.logFields }, 'request completed')
   })
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)

@@ -59,14 +59,15 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       throw error
     }).finally(leave)
     deps.metrics.recordExecution(language.id, result)
-    request.log.info({
+    // on the request's one log line (app.ts)
+    request.logFields = {
       executionId: result.executionId,
       language: language.id,
       outcome: result.outcome.status,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,
       phases: result.phases,
-    }, 'execution finished')
+    }
     return toWire(result)
   })
 }
