@@ -325,7 +325,7 @@ for (const driver of availableDrivers()) {
           () => postExec(server, '{"lang":"py","code":"\\ud800"}'),
           () => api(server, '/download/abc/def'),
           () => api(server, `/download/${SOME_ID}/${SOME_ID}`),
-          () => api(server, '/files/..%2F..'),
+          () => api(server, '/download/..%2F..%2Fetc/passwd'),
           () => api(server, `/sessions/${SOME_ID}/objects/nope`),
           () => api(server, '/exec'),
           () => api(server, '/nowhere'),

@@ -112,7 +112,8 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   assert.match(lines[2] ?? '', v1 ? /cgroup v1 \(memory, pids, cpu/ : /cgroup v2/)
   const { stdout: numpy } = await run('/usr/bin/python3', ['-c', 'import numpy; print(numpy.__version__)'])
   assert.ok(lines[4]?.includes(`numpy=${numpy.trim()}`), lines[4])
-  assert.match(lines[6] ?? '', /10 checks passed in a real bwrap jail/)
+  // seven isolation checks for each zygote's jail (data and light), then the memory, pids and leftover canaries
+  assert.match(lines[6] ?? '', /17 checks passed in a real bwrap jail/)
 })
 
 test('warden doctor names what is missing, with the fix, and exits 1', async () => {
