@@ -24,7 +24,7 @@ FROM node:20-bookworm-slim
 # reaps whatever a killed jail leaves to it), and the Python data stack the workers preload and offer.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      tini bubblewrap util-linux bash coreutils libprotobuf32 libnl-route-3-200 \
+      tini bubblewrap util-linux bash coreutils jq libprotobuf32 libnl-route-3-200 \
       python3 python3-numpy python3-pandas python3-matplotlib python3-scipy python3-sklearn python3-seaborn \
       python3-sympy python3-openpyxl python3-xlsxwriter python3-docx python3-pypdf python3-pil python3-tabulate \
  && rm -rf /var/lib/apt/lists/*

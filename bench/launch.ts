@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -12,6 +13,45 @@ export interface BenchServer {
   /** the server's pid, for CPU accounting; null for a server given by BENCH_URL */
   pid: number | null
   stop (): Promise<void>
+}
+
+/**
+ * A real jupyter_server (Debian's jupyter-server with python3-ipykernel) on a free port, as the Jupyter
+ * rows' baseline: what Open WebUI talks to without Warden. Null when it is not installed.
+ */
+export async function launchJupyterServer (): Promise<BenchServer | null> {
+  const binary = '/usr/bin/jupyter-server'
+  if (!existsSync(binary)) return null
+  const root = await mkdtemp(path.join(os.tmpdir(), 'warden-bench-jupyter-'))
+  await mkdir(path.join(root, 'runtime'))
+  const token = 'bench' + Math.random().toString(36).slice(2)
+  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const child = spawn(binary, ['--no-browser', '--allow-root', `--ServerApp.token=${token}`, `--ServerApp.port=${port}`, '--ServerApp.ip=127.0.0.1', `--ServerApp.root_dir=${root}`], {
+    // the kernels must be Debian's python3 (it has ipykernel and the data stack)
+    env: { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}`, JUPYTER_RUNTIME_DIR: path.join(root, 'runtime') },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  })
+  const url = `http://127.0.0.1:${port}`
+  for (let attempt = 0; ; attempt++) {
+    try {
+      if ((await fetch(`${url}/api?token=${token}`)).ok) break
+    } catch {}
+    if (attempt > 100 || child.exitCode !== null) { child.kill(); return null }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  return {
+    url,
+    apiKey: token,
+    pid: null,
+    stop: async () => {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve))
+        child.kill('SIGTERM')
+        await exited
+      }
+      await rm(root, { recursive: true, force: true })
+    },
+  }
 }
 
 /** Start `src/server.ts` on a free port with `env`, and wait until it is ready. */

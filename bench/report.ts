@@ -1,6 +1,9 @@
+/** Warden's warm pool, the no-prewarm baseline, or a real jupyter_server (the Jupyter rows' baseline). */
+export type Mode = 'warm' | 'cold' | 'jupyter-server'
+
 export interface Row {
   scenario: string
-  mode: 'warm' | 'cold'
+  mode: Mode
   concurrency: number
   executions: number
   perSecond: number
@@ -24,15 +27,16 @@ export interface TargetCheck { name: string, met: boolean, actual: string }
 const ms = (value: number | null) => value === null || Number.isNaN(value) ? '–' : value.toFixed(1)
 const mib = (value: number | null) => value === null ? '–' : (value / 2 ** 20).toFixed(1)
 
-function find (rows: Row[], scenario: string, concurrency: number, mode: 'warm' | 'cold' = 'warm'): Row | undefined {
+function find (rows: Row[], scenario: string, concurrency: number, mode: Mode = 'warm'): Row | undefined {
   return rows.find((row) => row.scenario === scenario && row.concurrency === concurrency && row.mode === mode)
 }
 
 /** The cold baseline's figure divided by the warm one: how many times faster the pool is. */
 function speedup (rows: Row[], row: Row): string {
   if (row.mode !== 'warm') return ''
-  const base = find(rows, row.scenario, row.concurrency, 'cold') ??
-    rows.filter((r) => r.mode === 'cold' && r.scenario === row.scenario).sort((a, b) => b.concurrency - a.concurrency)[0]
+  const baseline = row.scenario.startsWith('jupyter-') ? 'jupyter-server' : 'cold'
+  const base = find(rows, row.scenario, row.concurrency, baseline) ??
+    rows.filter((r) => r.mode === baseline && r.scenario === row.scenario).sort((a, b) => b.concurrency - a.concurrency)[0]
   if (base === undefined) return ''
   return `${(base.p50 / row.p50).toFixed(1)}× p50, ${(row.perSecond / base.perSecond).toFixed(1)}× /s (vs c=${base.concurrency})`
 }
@@ -83,5 +87,8 @@ export function targetsMet (rows: Row[]): TargetCheck[] {
   add('pandas + matplotlib p50 ≤ 150 ms at c=1', find(rows, 'pandas-plot', 1), (row) => row.p50, 150)
   add('≥ 50 trivial executions/s at c=8', find(rows, 'py-print', 8), (row) => row.perSecond, 50, false)
   add('/health p99 ≤ 50 ms under overload (print(1), c=32)', find(rows, 'py-print', 32), (row) => row.healthP99, 50)
+  add('Open WebUI block print p50 ≤ 30 ms (c=1)', find(rows, 'jupyter-print', 1), (row) => row.p50, 30)
+  add('Open WebUI block print p99 ≤ 100 ms (c=1)', find(rows, 'jupyter-print', 1), (row) => row.p99, 100)
+  add('Open WebUI block pandas + plt.show() p50 ≤ 200 ms (c=1)', find(rows, 'jupyter-plot', 1), (row) => row.p50, 200)
   return checks
 }

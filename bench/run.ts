@@ -5,12 +5,14 @@
  * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
  * BENCH_SCENARIOS (all), BENCH_JAIL (auto), BENCH_SKIP_BASELINE.
  */
+import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { launchServer, type BenchServer } from './launch.ts'
+import { launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
+import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
-import { renderMarkdown, renderTable, targetsMet, type Row } from './report.ts'
+import { renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
 import { Client, scenarios, type Scenario } from './scenarios.ts'
 
 const env = process.env
@@ -22,7 +24,12 @@ const jail = env.BENCH_JAIL ?? 'auto'
 
 interface Target { server: BenchServer, dirs: InstanceDirs | null }
 
-async function start (mode: 'warm' | 'cold'): Promise<Target> {
+async function start (mode: Mode): Promise<Target> {
+  if (mode === 'jupyter-server') {
+    const server = await launchJupyterServer()
+    if (server === null) throw new Error('jupyter-server is not installed (apt-get install jupyter-server python3-ipykernel)')
+    return { server, dirs: null }
+  }
   if (env.BENCH_URL !== undefined && mode === 'warm') {
     return { server: { url: env.BENCH_URL, apiKey: env.BENCH_API_KEY ?? '', pid: null, stop: async () => {} }, dirs: null }
   }
@@ -30,15 +37,17 @@ async function start (mode: 'warm' | 'cold'): Promise<Target> {
   return { server, dirs: server.pid === null ? null : findInstanceDirs(server.pid) }
 }
 
-async function measure (target: Target, scenario: Scenario, mode: 'warm' | 'cold', concurrency: number): Promise<Row> {
+async function measure (target: Target, scenario: Scenario, mode: Mode, concurrency: number): Promise<Row> {
   const client = new Client(target.server.url, target.server.apiKey, concurrency + 1)
+  // a jupyter_server has no /health: its rows have no pool or health figures
+  const health = mode === 'jupyter-server' ? async () => ({ pool: { acquired_warm: 0, acquired_cold: 0, spawned: 0 } }) : async () => await client.health()
   const { pid } = target.server
   // warm-up: let the pool fill and the JIT settle, outside the measurement
   await Promise.all(Array.from({ length: Math.min(concurrency, 8) }, () => scenario.iteration(client).catch(() => [])))
   await new Promise((resolve) => setTimeout(resolve, 500))
   const idle = target.dirs === null ? null : sampleWorkerMemory(target.dirs)
   const cpuBefore = pid === null || target.dirs === null ? null : readCpu(pid, target.dirs)
-  const healthBefore = await client.health()
+  const healthBefore = await health()
   const latencies: number[] = []
   const healthLatencies: number[] = []
   let busyPeak = 0
@@ -57,7 +66,7 @@ async function measure (target: Target, scenario: Scenario, mode: 'warm' | 'cold
   const healthProbe = (async () => {
     while (!probing.stop) {
       const at = performance.now()
-      await client.health()
+      await health()
       healthLatencies.push(performance.now() - at)
       await new Promise((resolve) => setTimeout(resolve, 50))
     }
@@ -77,7 +86,7 @@ async function measure (target: Target, scenario: Scenario, mode: 'warm' | 'cold
   clearInterval(sampler)
   await healthProbe
   const cpuAfter = pid === null || target.dirs === null ? null : readCpu(pid, target.dirs)
-  const healthAfter = await client.health()
+  const healthAfter = await health()
   await client.close()
   const warm = healthAfter.pool.acquired_warm - healthBefore.pool.acquired_warm
   const cold = healthAfter.pool.acquired_cold - healthBefore.pool.acquired_cold
@@ -108,15 +117,15 @@ async function measure (target: Target, scenario: Scenario, mode: 'warm' | 'cold
   }
 }
 
-async function runMode (mode: 'warm' | 'cold', levels: number[]): Promise<Row[]> {
+async function runMode (mode: Mode, levels: number[]): Promise<Row[]> {
   const target = await start(mode)
   const rows: Row[] = []
   try {
-    for (const scenario of scenarios().filter((s) => only === undefined || only.includes(s.name))) {
+    for (const scenario of scenarios().filter((s) => (only === undefined || only.includes(s.name)) && (s.modes ?? ['warm', 'cold']).includes(mode))) {
       const prepareClient = new Client(target.server.url, target.server.apiKey, 1)
       await scenario.prepare?.(prepareClient)
       await prepareClient.close()
-      for (const concurrency of levels) {
+      for (const concurrency of levels.filter((level) => level <= (scenario.maxConcurrency ?? Infinity))) {
         const row = await measure(target, scenario, mode, concurrency)
         process.stderr.write(`${mode} ${scenario.name} c=${concurrency}: p50 ${row.p50.toFixed(1)} ms, ${row.perSecond.toFixed(1)}/s, errors ${row.errors}\n`)
         rows.push(row)
@@ -130,17 +139,22 @@ async function runMode (mode: 'warm' | 'cold', levels: number[]): Promise<Row[]>
 
 const warm = await runMode('warm', concurrencies)
 const cold = env.BENCH_SKIP_BASELINE === undefined ? await runMode('cold', baselineConcurrencies) : []
+const wantsJupyter = only === undefined || only.some((name) => name.startsWith('jupyter-'))
+const jupyter = env.BENCH_SKIP_BASELINE === undefined && wantsJupyter && existsSync('/usr/bin/jupyter-server') ? await runMode('jupyter-server', baselineConcurrencies) : []
+const kernels = env.BENCH_URL === undefined && wantsJupyter ? await measureIdleKernels() : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const result = {
   date: new Date().toISOString(),
   machine,
   jail,
   durationPerRunS: durationMs / 1000,
-  rows: [...warm, ...cold],
+  rows: [...warm, ...cold, ...jupyter],
+  idleKernels: kernels,
   targets: targetsMet(warm),
 }
 const outDir = path.resolve(import.meta.dirname, 'results')
 await mkdir(outDir, { recursive: true })
 await writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
-await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine))
+await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
+if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
 process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')

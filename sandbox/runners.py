@@ -16,6 +16,7 @@ import resource
 import select
 import signal
 import sys
+import time
 import traceback
 import types
 from dataclasses import dataclass
@@ -150,13 +151,16 @@ def expand(argv: list[str], args: list[str], source: str) -> list[str]:
     return expanded
 
 
-def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], env: dict[str, str], interrupts: Interrupts) -> RunOutcome:
-    """Run each step as its own process until one fails; the last step is the program itself."""
+def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], env: dict[str, str], interrupts: Interrupts, server: Any = None) -> RunOutcome:
+    """Run each step as its own process until one fails; the last step is the program itself.
+
+    `server` (a tool server: fileno() and serve_round()) is served while a step runs.
+    """
     source = write_source(source_file, code)
     for step in steps:
         argv = expand(list(step["argv"]), args, source)
         timeout_s = step.get("timeout_ms")
-        status, timed_out = _spawn_and_wait(argv, {**env, **step.get("env", {})}, interrupts, None if timeout_s is None else timeout_s / 1000)
+        status, timed_out = _spawn_and_wait(argv, {**env, **step.get("env", {})}, interrupts, None if timeout_s is None else timeout_s / 1000, server)
         if os.WIFSIGNALED(status):
             return RunOutcome(exit_code=128 + os.WTERMSIG(status), signal=os.WTERMSIG(status), failed_step=step["name"], step_timed_out=timed_out)
         code_ = os.WEXITSTATUS(status)
@@ -165,7 +169,7 @@ def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], e
     return RunOutcome(exit_code=0)
 
 
-def _spawn_and_wait(argv: list[str], env: dict[str, str], interrupts: Interrupts, timeout_s: float | None) -> tuple[int, bool]:
+def _spawn_and_wait(argv: list[str], env: dict[str, str], interrupts: Interrupts, timeout_s: float | None, server: Any = None) -> tuple[int, bool]:
     """Spawn in its own process group (an interrupt reaches the whole group); kill the group at the timeout."""
     try:
         pid = os.posix_spawn(
@@ -183,13 +187,14 @@ def _spawn_and_wait(argv: list[str], env: dict[str, str], interrupts: Interrupts
     timed_out = False
     try:
         pidfd = os.pidfd_open(pid)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             while True:
-                try:
-                    ready, _, _ = select.select([pidfd], [], [], timeout_s)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([pidfd] if server is None else [pidfd, server], [], [], remaining)
+                if pidfd in ready or not ready:
                     break
-                except InterruptedError:
-                    continue
+                server.serve_round()
             if not ready:
                 timed_out = True
                 os.killpg(pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ server treats these frames as untrusted.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,8 +18,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+import cells
 import frames
 import runners
+import tools
 import workdir
 
 CTL_FD, OUT_FD, ERR_FD = 3, 4, 5  # private dups: user code closing fd 1 or 2 cannot hide the run's end
@@ -116,12 +119,27 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     started = time.monotonic()
     keep = bool(job.get("keep"))
     workdir.stage_inputs(reader, job.get("files", []))
-    before = workdir.snapshot(config.limits)
+    before = workdir.snapshot(config.limits) if job.get("collect", True) else {}
     frames.send(CTL_FD, frames.STARTED)
     runners.limit_cpu(int(job["cpu_seconds"]), keep_hard_limit=keep)
     interrupts.pending = False
     args = [str(arg) for arg in job.get("args", [])]
-    if job["runner"] == "python":
+    tool_list = job.get("tools") or []
+    broker = tools.Broker(send_message, reader) if tool_list else None
+    if job["runner"] == "python" and broker is not None:
+        tools.install_python_stubs(main.__dict__, tool_list, broker)
+        outcome = runners.run_python(job["code"], args, main, interrupts)
+    elif job["runner"] == "steps" and broker is not None:
+        env = ENV | job.get("env", {}) | tools.prepare_bash_stubs(tool_list)
+        server = tools.BashToolServer(broker, tool_list)
+        try:
+            outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, env, interrupts, server)
+        finally:
+            server.close()
+    elif job["runner"] == "python" and job.get("cell"):
+        sync = SyncedSender(bytes.fromhex(str(job["sync_seed"])))
+        outcome = cells.run_cell(job["code"], main, interrupts, sync.send, int(job.get("execution_count", 0)))
+    elif job["runner"] == "python":
         outcome = runners.run_python(job["code"], args, main, interrupts)
     elif job["runner"] == "steps":
         outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
@@ -130,7 +148,8 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     if not keep:
         stop_leftover_processes()
     succeeded = outcome.exit_code == 0 and outcome.signal is None
-    collected = workdir.collect_outputs(CTL_FD, before, config.limits, send=succeeded)
+    # a kernel's files stay in its /mnt/data between cells; nothing is collected after each one
+    collected = workdir.collect_outputs(CTL_FD, before, config.limits, send=succeeded) if job.get("collect", True) else workdir.Collected()
     # the server chose this run's marker and watches for it: the run's output ends where it appears
     marker = bytes.fromhex(str(job["marker"]))
     frames.send_json(
@@ -161,6 +180,30 @@ def fail(message: str) -> None:
         frames.send_json(CTL_FD, frames.FAILED, {"message": message})
     except OSError:
         pass
+
+
+class SyncedSender:
+    """Messages that keep their place among stdout and stderr.
+
+    Output and messages travel on different connections, so before each message the i-th sync marker of
+    the run goes on stdout and stderr, and the message names i: the server puts the message after the
+    output written before it (src/pool/protocol.ts syncMarker derives the same markers from the seed).
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self.index = 0
+
+    def send(self, message: dict) -> None:
+        runners.flush_std_streams()
+        marker = hashlib.sha256(self.seed + self.index.to_bytes(4, "big")).digest()[:16]
+        for fd in (OUT_FD, ERR_FD):
+            try:
+                frames.write_all(fd, marker)
+            except OSError:
+                pass
+        send_message({**message, "sync": self.index})
+        self.index += 1
 
 
 def send_message(message: dict) -> None:

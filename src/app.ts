@@ -7,7 +7,10 @@ import type { Logger } from 'pino'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
+import { isJupyterPath, jupyterRoutes } from './api/jupyter/routes.ts'
+import { JupyterAuth } from './auth/jupyter-auth.ts'
 import { metricsRoutes } from './api/metrics.ts'
+import { programmaticRoutes } from './api/programmatic.ts'
 import { registerOpenApi } from './api/openapi.ts'
 import { uploadRoutes } from './api/upload.ts'
 import { requestIdentity, userFromScope } from './api/identity.ts'
@@ -17,24 +20,36 @@ import { renderError } from './api/error-boundary.ts'
 import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import type { WorkerSource } from './exec/execute.ts'
+import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
+import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
 import type { Metrics } from './metrics.ts'
+import { ProgrammaticRuns } from './ptc/programmatic-runs.ts'
 import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
+import type { WorkspaceStore } from './storage/workspaces.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** set by the authentication hook on every route but /health */
     principal: Principal | null
+    /** the execution profile this request is served in (X-CodeAPI-Expected-Profile, spec §4.4) */
+    executionProfile: 'default' | 'stateful'
+    /** what a route adds to the request's one log line (an execution's id, outcome and phases) */
+    logFields: Record<string, unknown> | null
   }
 }
 
 export interface AppServices {
   store: FileStore
   workers: WorkerSource
+  /** which kind of worker a program gets; every program gets a data worker when absent */
+  flavorOf?: FlavorOf
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
+  kernels: KernelManager | null
+  workspaces: WorkspaceStore
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -50,7 +65,6 @@ const PREFIXES = ['', '/v1']
 /** Routes outside API authentication: /metrics has its own optional token, /docs describes the API. */
 const PUBLIC_PATHS = new Set(PREFIXES.flatMap((prefix) => ['/health', '/health/ready', '/health/live', '/metrics'].map((path) => `${prefix}${path}`)))
 const isPublic = (path: string) => PUBLIC_PATHS.has(path) || path === '/docs' || path.startsWith('/docs/')
-const PROFILE = 'default'
 const REQUEST_TIMEOUT_MS = 300_000
 
 export async function buildApp (config: Config, services: AppServices) {
@@ -60,6 +74,13 @@ export async function buildApp (config: Config, services: AppServices) {
     // a client has this long to send a whole request (a 150 MiB upload included): slow bodies end
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,
+    // one line per request (below) instead of Fastify's two, each with the whole request serialized:
+    // at LOG_LEVEL=info that was a fifth of the server's CPU per execution
+    disableRequestLogging: true,
+  })
+  app.decorateRequest('logFields', null)
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info({ method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.logFields }, 'request completed')
   })
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
@@ -75,20 +96,26 @@ export async function buildApp (config: Config, services: AppServices) {
   app.removeContentTypeParser('text/plain')
   // first, so that every answer carries it, a 401 included (spec §4.4); while shutting down, every
   // answer also closes its connection, so keep-alive clients do not hold the server past its last run
-  app.addHook('onRequest', async (_request, reply) => {
-    reply.header('x-codeapi-execution-profile', PROFILE)
+  app.decorateRequest('executionProfile', 'default')
+  app.addHook('onRequest', async (request, reply) => {
+    const served = config.sessions.profiles
+    reply.header('x-codeapi-execution-profile', served.includes('default') ? 'default' : served[0])
+    request.executionProfile = servedProfile(request.headers['x-codeapi-expected-profile'], served)
+    reply.header('x-codeapi-execution-profile', request.executionProfile)
   })
   app.addHook('onSend', async (_request, reply) => {
     if (services.isDraining()) reply.header('connection', 'close')
   })
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)
+  const basePath = config.jupyter.basePath ?? ''
+  // the Jupyter API authenticates its own way (tokens in URLs, password logins): see api/jupyter/routes.ts
+  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath)
   app.addHook('onRequest', async (request) => {
-    if (isPublic(routePath(request))) return
+    if (ownAuthentication(request)) return
     request.principal = await authenticate(request.headers)
   })
   app.addHook('onRequest', async (request) => {
-    checkExpectedProfile(request.headers['x-codeapi-expected-profile'])
     if (isPublic(routePath(request))) return
     if (services.isDraining()) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
     if (!services.isReady()) throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
@@ -99,7 +126,7 @@ export async function buildApp (config: Config, services: AppServices) {
       hook: 'preHandler',
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
-      allowList: (request) => isPublic(routePath(request)),
+      allowList: (request) => ownAuthentication(request),
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
         `More than ${context.max} requests in a minute. Retry after ${Math.ceil(context.ttl / 1000)} s.`,
@@ -110,14 +137,39 @@ export async function buildApp (config: Config, services: AppServices) {
   const exec = {
     store: services.store,
     workers: services.workers,
+    flavorOf: services.flavorOf,
     limits: config.limits,
     admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,
+    workspaces: services.workspaces,
+    sessions: config.sessions,
+    onBackgroundError: (error: unknown) => services.log.warn({ err: error }, 'a session record was not written'),
+  }
+  // tool-calling runs need live workers: where there are none (cold mode), the route is absent
+  const programmatic = services.live === null
+    ? null
+    : new ProgrammaticRuns({
+      live: services.live,
+      exec,
+      settings: config.programmatic,
+      observer: {
+        round: (calls) => services.metrics.recordProgrammaticRound(calls),
+        ended: (reason) => services.metrics.recordProgrammaticEnd(reason),
+      },
+      log: services.log.child({ component: 'ptc' }),
+    })
+  if (programmatic !== null) {
+    services.metrics.watchProgrammatic(() => programmatic.stats())
+    app.addHook('onClose', async () => programmatic.close())
+  }
+  if (services.kernels !== null) {
+    await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
+    if (programmatic !== null) await app.register(programmaticRoutes, { prefix, ...exec, runs: programmatic })
     await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes, metrics: services.metrics })
     await app.register(fileRoutes, { prefix, store: services.store, metrics: services.metrics })
     await app.register(healthRoutes, { prefix, state: services.state, isReady: services.isReady, isDraining: services.isDraining })
@@ -143,16 +195,24 @@ function routePath (request: FastifyRequest): string {
   return request.url.split('?')[0] ?? request.url
 }
 
-/** Current LibreChat asserts the profile it expects on every call (spec §4.4); Warden is stateless. */
-function checkExpectedProfile (header: string | string[] | undefined): void {
-  if (header === undefined) return
-  if (Array.isArray(header) || !['default', 'stateful'].includes(header.trim().toLowerCase())) {
+type Profile = 'default' | 'stateful'
+
+/**
+ * Current LibreChat asserts the profile it expects on every call (spec §4.4); Warden serves the profiles
+ * PROFILES names (both by default, on the same base URL). Returns the profile this request is served in.
+ */
+function servedProfile (header: string | string[] | undefined, served: readonly Profile[]): Profile {
+  const fallback = served.includes('default') ? 'default' : served[0] ?? 'default'
+  if (header === undefined) return fallback
+  const expected = Array.isArray(header) ? undefined : header.trim().toLowerCase()
+  if (expected !== 'default' && expected !== 'stateful') {
     throw errors.invalidExecutionProfile('X-CodeAPI-Expected-Profile must be "default" or "stateful".')
   }
-  if (header.trim().toLowerCase() !== PROFILE) {
-    throw errors.executionProfileMismatch('Expected the stateful execution profile, but reached default.', {
-      expected_profile: 'stateful',
-      actual_profile: PROFILE,
+  if (!served.includes(expected)) {
+    throw errors.executionProfileMismatch(`Expected the ${expected} execution profile, but reached ${fallback}.`, {
+      expected_profile: expected,
+      actual_profile: fallback,
     })
   }
+  return expected
 }

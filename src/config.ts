@@ -118,15 +118,47 @@ const pool = slice({
   min: ['POOL_MIN', decimal({ min: 0, max: 256 }).optional()],
   max: ['POOL_MAX', positiveInt(256).default(8)],
   zygotes: ['ZYGOTES', positiveInt(16).default(1)],
+  lightZygote: ['LIGHT_ZYGOTE', flag(true)],
   mode: ['POOL_MODE', z.enum(['warm', 'cold']).default('warm')],
   maxQueue: ['MAX_QUEUE', decimal({ min: 0, max: 100_000 }).default(64)],
   queueTimeoutMs: ['QUEUE_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
 })
 
 const live = slice({
-  max: ['MAX_LIVE_WORKERS', decimal({ min: 0, max: 1024 }).default(16)],
-  maxPerUser: ['MAX_LIVE_WORKERS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  max: ['MAX_LIVE_WORKERS', decimal({ min: 0, max: 1024 }).default(32)],
   idleTimeoutMs: ['LIVE_IDLE_TIMEOUT', duration.default(10 * 60_000)],
+})
+
+const jupyter = slice({
+  token: ['JUPYTER_TOKEN', z.string().regex(/^[A-Za-z0-9_-]{16,}$/, 'use 16 or more of A-Z a-z 0-9 _ - (Open WebUI puts it in a URL unencoded)').optional()],
+  password: ['JUPYTER_PASSWORD', z.string().min(8).optional()],
+  basePath: ['JUPYTER_BASE_PATH', z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'expected a path such as /jupyter').optional()],
+  maxKernels: ['MAX_KERNELS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxKernelsPerUser: ['MAX_KERNELS_PER_USER', decimal({ min: 0, max: 1024 }).default(8)],
+  kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
+})
+
+const programmatic = slice({
+  maxPausedRuns: ['MAX_PAUSED_RUNS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxPausedRunsPerUser: ['MAX_PAUSED_RUNS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  pauseTimeoutMs: ['PTC_PAUSE_TIMEOUT', duration.default(5 * 60_000)],
+  maxRounds: ['PTC_MAX_ROUNDS', positiveInt(1000).default(20)],
+})
+
+const sessions = slice({
+  profiles: ['PROFILES', z.string().default('default,stateful').transform((list, ctx) => {
+    const profiles = list.split(',').map((profile) => profile.trim()).filter(Boolean)
+    if (profiles.length === 0 || profiles.some((profile) => profile !== 'default' && profile !== 'stateful')) {
+      ctx.addIssue({ code: 'custom', message: 'expected default, stateful, or both, comma-separated' })
+      return z.NEVER
+    }
+    return profiles as Array<'default' | 'stateful'>
+  })],
+  workspaceTtlMs: ['WORKSPACE_TTL', duration.optional()],
+  workspaceMaxFiles: ['WORKSPACE_MAX_FILES', positiveInt(100_000).default(1000)],
+  workspaceQuotaBytes: ['WORKSPACE_QUOTA_MB', positiveInt(1024 * 1024).transform((mb) => mb * 1024 * 1024).optional()],
+  maxWorkspacesPerUser: ['MAX_WORKSPACES_PER_USER', positiveInt(10_000).default(10)],
+  sessionMaxFiles: ['SESSION_MAX_FILES', positiveInt(100_000).default(10)],
 })
 
 const admission = slice({
@@ -140,7 +172,7 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, admission, storage] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -152,6 +184,11 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 /** What every execution gets unless a request asks for less time. */
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
+export type JupyterSettings = SliceOf<typeof jupyter.settings>
+/** Programmatic tool calling: paused runs (live workers of kind ptc) and their rounds. */
+export type ProgrammaticToolSettings = SliceOf<typeof programmatic.settings>
+/** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
+export type SessionSettings = Omit<SliceOf<typeof sessions.settings>, 'workspaceQuotaBytes' | 'workspaceTtlMs'> & { workspaceQuotaBytes: number, workspaceTtlMs: number }
 
 export interface AuthConfig {
   methods: AuthMethod[]
@@ -205,6 +242,9 @@ function buildConfig (e: Record<string, unknown>) {
     limits: limitSettings,
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
+    jupyter: jupyter.read(e),
+    programmatic: programmatic.read(e),
+    sessions: readSessions(e, limitSettings.workdirBytes, storage.read(e).fileTtlMs),
     admission: admission.read(e),
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
@@ -215,6 +255,15 @@ function buildConfig (e: Record<string, unknown>) {
     /** log submitted code at debug level (only with LOG_LEVEL=debug) */
     logCode: base.logCode,
   }
+}
+
+function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {
+  const settings = sessions.read(e)
+  // a workspace holds stored files: it cannot outlive them
+  if (settings.workspaceTtlMs !== undefined && settings.workspaceTtlMs > fileTtlMs) {
+    throw new ConfigError('invalid configuration:\n  WORKSPACE_TTL: must not be longer than FILE_TTL, or a workspace would outlive its files')
+  }
+  return { ...settings, workspaceTtlMs: settings.workspaceTtlMs ?? fileTtlMs, workspaceQuotaBytes: Math.min(settings.workspaceQuotaBytes ?? workdirBytes, workdirBytes) }
 }
 
 function resolveAuth (a: AuthSettings, host: string): AuthConfig {

@@ -31,6 +31,7 @@ export const errors = {
   fileNotFound: defineError('file_not_found', 404),
   notFound: defineError('not_found', 404),
   executionProfileMismatch: defineError('execution_profile_mismatch', 409),
+  statefulWorkspaceUnsupported: defineError('stateful_workspace_unsupported', 409),
   payloadTooLarge: defineError('payload_too_large', 413),
   unsupportedMediaType: defineError('unsupported_media_type', 415),
   inputsTooLarge: defineError('inputs_too_large', 413),
@@ -80,6 +81,8 @@ export const WARDEN_ERRORS = {
   liveCapacity: 'WARDEN_LIVE_CAPACITY',
   /** a live worker (kernel, paused run) that does not exist for this caller */
   liveNotFound: 'WARDEN_LIVE_NOT_FOUND',
+  /** tool results that do not answer the paused round's calls (one each, no others) */
+  invalidToolResults: 'WARDEN_INVALID_TOOL_RESULTS',
 } as const
 
 export type WardenErrorCode = (typeof WARDEN_ERRORS)[keyof typeof WARDEN_ERRORS]

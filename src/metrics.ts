@@ -24,7 +24,15 @@ export class Metrics {
   private readonly transferBytes: Counter<'direction'>
   private storageCache: { at: number, value: { files: number, bytes: number } } | null = null
 
+  private readonly ptcRuns: Counter<'outcome'>
+  private readonly ptcRounds: Counter
+  private readonly ptcToolCalls: Counter
+  /** paused and running tool-calling runs, once the API has made its ProgrammaticRuns */
+  private programmatic: (() => { running: number, paused: number }) | null = null
+
   private readonly liveEvents: Counter<'kind' | 'event'>
+  private readonly kernelEvents: Counter<'event'>
+  private readonly cells: Histogram<'outcome'>
 
   constructor (pool: () => PoolStats, store: FileStore, live: () => LiveStats | null = () => null) {
     collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
@@ -60,6 +68,12 @@ export class Metrics {
     })
     liveWorkersGauge(registers, live)
     this.liveEvents = new Counter({ name: 'warden_live_workers_events_total', help: 'Live workers created and ended, by kind and event (created, stopped, expired, died, shutdown)', labelNames: ['kind', 'event'], registers })
+    this.kernelEvents = new Counter({ name: 'warden_kernels_total', help: 'Jupyter kernels created and deleted (culled ones are live worker events "expired")', labelNames: ['event'], registers })
+    this.cells = new Histogram({ name: 'warden_kernel_cell_seconds', help: 'Kernel cells by outcome (ok, error, limit, died, unavailable): request to reply', labelNames: ['outcome'], buckets: LATENCY_BUCKETS_S, registers })
+    this.ptcRuns = new Counter({ name: 'warden_ptc_runs_total', help: 'Programmatic tool-calling runs by how they ended (completed, error, expired: no tool results in time, cancelled, unavailable)', labelNames: ['outcome'], registers })
+    this.ptcRounds = new Counter({ name: 'warden_ptc_rounds_total', help: 'Rounds of tool calls: pauses of a run for its client to call tools', registers })
+    this.ptcToolCalls = new Counter({ name: 'warden_ptc_tool_calls_total', help: 'Tool calls asked of clients by programmatic runs', registers })
+    programmaticRunsGauge(registers, () => this.programmatic?.() ?? { running: 0, paused: 0 })
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -82,8 +96,29 @@ export class Metrics {
     observe('store', result.phases.storeMs)
   }
 
+  recordKernel (event: 'created' | 'deleted'): void {
+    this.kernelEvents.inc({ event })
+  }
+
+  recordCell (outcome: string, ms: number): void {
+    this.cells.observe({ outcome }, ms / 1000)
+  }
+
   recordLive (event: string, kind: string): void {
     this.liveEvents.inc({ kind, event })
+  }
+
+  watchProgrammatic (stats: () => { running: number, paused: number }): void {
+    this.programmatic = stats
+  }
+
+  recordProgrammaticRound (calls: number): void {
+    this.ptcRounds.inc()
+    this.ptcToolCalls.inc(calls)
+  }
+
+  recordProgrammaticEnd (outcome: string): void {
+    this.ptcRuns.inc({ outcome })
   }
 
   recordRejected (language: string): void {
@@ -118,6 +153,21 @@ function liveWorkersGauge (registers: Registry[], live: () => LiveStats | null):
     collect () {
       this.reset()
       for (const [kind, count] of Object.entries(live()?.byKind ?? {})) this.set({ kind }, count)
+    },
+  })
+}
+
+/** Tool-calling runs by state, read when scraped. */
+function programmaticRunsGauge (registers: Registry[], stats: () => { running: number, paused: number }): Gauge<'state'> {
+  return new Gauge({
+    name: 'warden_ptc_runs',
+    help: 'Programmatic tool-calling runs alive, by state (running, paused: waiting for tool results)',
+    labelNames: ['state'],
+    registers,
+    collect () {
+      const { running, paused } = stats()
+      this.set({ state: 'running' }, running)
+      this.set({ state: 'paused' }, paused)
     },
   })
 }

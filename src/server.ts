@@ -14,7 +14,10 @@ async function main (): Promise<void> {
   const app = await buildApp(config, {
     store: services.store,
     workers: services.pool,
+    flavorOf: services.flavorOf,
     live: services.live,
+    kernels: services.kernels,
+    workspaces: services.workspaces,
     state: services.state,
     languages: services.languages,
     metrics: services.metrics,

@@ -2,6 +2,7 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import type { Config } from './config.ts'
 import { runSelfTest, type SelfTestReport } from './exec/self-test.ts'
+import { chooseFlavor, loadStdlibModules, type FlavorOf } from './exec/flavor.ts'
 import { Metrics } from './metrics.ts'
 import { detectCgroups, instanceName, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
@@ -14,10 +15,12 @@ import { ZygoteSet } from './pool/zygotes.ts'
 import { MAX_JOB_MESSAGE_BYTES, MAX_WORKER_MESSAGE_BYTES } from './exec/job-budget.ts'
 import { computeCapacity } from './capacity.ts'
 import { checkLanguages, type LanguageAvailability } from './exec/languages/index.ts'
+import { KernelManager } from './live/kernels.ts'
 import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
+import { WorkspaceStore } from './storage/workspaces.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 const VERSION = '0.1.0'
@@ -37,9 +40,14 @@ export interface ServiceState {
 
 export interface Services {
   store: FileStore
+  /** light workers for programs that need no data stack, when the light zygote is on */
+  flavorOf: FlavorOf
+  workspaces: WorkspaceStore
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
+  /** Jupyter kernels (live workers of kind kernel); null in the benchmark's cold mode */
+  kernels: KernelManager | null
   driver: JailDriver
   /** drivers JAIL=auto tried before `driver`, each with why its jail did not start */
   driverFailures: string[]
@@ -61,6 +69,7 @@ export class StartupError extends Error {
 export async function startServices (config: Config, log: Logger): Promise<Services> {
   const warnings: string[] = []
   const store = await openLocalFileStore(config.dataDir, log)
+  const workspaces = await WorkspaceStore.open(config.dataDir)
   const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
@@ -78,7 +87,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
 
   const started = Date.now()
-  let jailStart: DriverStart<{ pool: WorkerProvider, zygotes: ZygoteSet | null }>
+  let jailStart: DriverStart<{ pool: WorkerProvider, warm: WorkerPool | null, zygotes: ZygoteSet[] }>
   let metrics: Metrics | null = null
   try {
     jailStart = await startWithFirstWorkingDriver(drivers, (driver) => startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
@@ -87,7 +96,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     await cgroups?.close()
     throw new StartupError(`the jail did not start: ${(error as Error).message}`)
   }
-  const { driver, started: { pool, zygotes }, failures } = jailStart
+  const { driver, started: { pool, warm, zygotes }, failures } = jailStart
   for (const failure of failures) {
     // JAIL=auto fell back to a driver the host allows: loud, and refused under STRICT
     const message = `${failure}; using ${driver.name} instead`
@@ -95,7 +104,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     warnings.push(message)
   }
   if (failures.length > 0 && config.jail.strict) {
-    await zygotes?.close()
+    await Promise.all(zygotes.map(async (set) => await set.close()))
     await runtime.remove()
     await cgroups?.close()
     throw new StartupError(`${failures.join('; ')}; refused because STRICT=true`)
@@ -107,47 +116,65 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
   const capacity = computeCapacity(config)
   warnings.push(...capacity.warnings)
-  const live = zygotes === null ? null : new LiveWorkers(zygotes, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+  // a live worker adopts a warm worker when one is ready (no fork on a kernel's first cell), else forks one
+  const live = warm === null
+    ? null
+    : new LiveWorkers({ spawn: async (flavor) => await warm.adopt(flavor) ?? await warm.spawn(flavor) }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+  const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
+  const workspaceSweeper = startRetentionSweeper(workspaces, { ttlMs: config.sessions.workspaceTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
 
+  const stdlib = config.pool.lightZygote ? loadStdlibModules(config.jail.pythonPath) : new Set<string>()
+  if (config.pool.lightZygote && stdlib.size === 0) log.warn({ python: config.jail.pythonPath }, 'the standard library\'s module names are unknown: Python runs on data workers only')
   return {
     store,
+    flavorOf: (program, code) => chooseFlavor(program, code, stdlib),
+    workspaces,
     pool,
     live,
+    kernels,
     driver,
     driverFailures: failures,
     cgroups,
     metrics,
     isReady: () => selfTest?.passed === true,
     selfTest: async (serverPort) => {
-      selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort })
+      selfTest = await runSelfTest(pool, config.limits, { cgroups: cgroups !== null, serverPort, flavors: config.pool.lightZygote && warm !== null ? ['data', 'light'] : ['data'] })
       return selfTest
     },
     languages,
     state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
     close: async () => {
       await sweeper.stop()
+      await workspaceSweeper.stop()
+      kernels?.close()
       await live?.close()
       await pool.close()
-      await zygotes?.close()
+      await Promise.all(zygotes.map(async (set) => await set.close()))
       await cgroups?.close()
       await runtime.remove()
     },
   }
 }
 
-async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, zygotes: ZygoteSet | null }> {
+async function startPool (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, onSpawn: (ms: number) => void): Promise<{ pool: WorkerProvider, warm: WorkerPool | null, zygotes: ZygoteSet[] }> {
   if (config.pool.mode === 'cold') {
     // the benchmark's baseline: a fresh jail and interpreter per execution, nothing preloaded
     const cold = { ...config, jail: { ...config.jail, preloadModules: [] } }
-    return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), zygotes: null }
+    return { pool: new ColdWorkers((index) => startZygote(cold, log, driver, cgroups, runtime, index, 1), 10_000), warm: null, zygotes: [] }
   }
   const slotCount = computeCapacity(config).slotsPerZygote
-  const zygotes = await ZygoteSet.start(config.pool.zygotes, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
-  const pool = new WorkerPool(zygotes, {
+  const count = config.pool.zygotes
+  const zygotes = await ZygoteSet.start(count, (index) => startZygote(config, log, driver, cgroups, runtime, index, slotCount), log)
+  // the light zygotes preload nothing; their indexes (uids, cgroups, channels) follow the data zygotes'
+  const light = config.pool.lightZygote
+    ? await ZygoteSet.start(count, (index) => startZygote({ ...config, jail: { ...config.jail, preloadModules: [] } }, log, driver, cgroups, runtime, count + index, slotCount), log)
+      .catch(async (error: unknown) => { await zygotes.close(); throw error })
+    : undefined
+  const pool = new WorkerPool({ data: zygotes, ...(light === undefined ? {} : { light }) }, {
     min: config.pool.min,
     max: config.pool.max,
     acquireTimeoutMs: config.pool.queueTimeoutMs,
@@ -155,7 +182,7 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     onSpawn,
     log,
   })
-  return { pool, zygotes }
+  return { pool, warm: pool, zygotes: light === undefined ? [zygotes] : [zygotes, light] }
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {

@@ -18,6 +18,7 @@ const FROM_WARDEN: Record<WardenErrorCode, (error: WardenError, draining: boolea
   [WARDEN_ERRORS.invalidId]: (error) => errors.invalidId(error.message),
   [WARDEN_ERRORS.invalidFileKind]: (error) => errors.invalidRequest(error.message),
   [WARDEN_ERRORS.fileTooLarge]: (error) => errors.payloadTooLarge(error.message),
+  [WARDEN_ERRORS.invalidToolResults]: (error) => errors.invalidRequest(error.message),
 }
 
 function rateLimited (error: WardenError): ApiError {

@@ -4,11 +4,12 @@ import { errors } from '../errors.ts'
 import type { UserConcurrency } from '../exec/admission.ts'
 import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
+import type { WorkspaceRequest } from '../exec/workspace.ts'
 import { formatBudget, JOB_BUDGET_BYTES, jobBytes } from '../exec/job-budget.ts'
 import { resolveLanguage, type LanguageAvailability } from '../exec/languages/index.ts'
 import { requestIdentity } from './identity.ts'
 import { ErrorSchema } from './schemas/common.ts'
-import { ExecBodySchema, ExecResponseSchema, type ExecResponse } from './schemas/exec.ts'
+import { ExecBodySchema, ExecResponseSchema, type ExecBody, type ExecResponse } from './schemas/exec.ts'
 
 export interface ExecRouteDeps extends ExecDeps {
   languages: LanguageAvailability
@@ -52,25 +53,27 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       })),
       identity,
       timeoutMs: body.timeout,
+      workspace: workspaceFor(body, request.executionProfile),
     }, deps).catch((error: unknown) => {
       deps.metrics.recordRejected(language.id)
       throw error
     }).finally(leave)
     deps.metrics.recordExecution(language.id, result)
-    request.log.info({
+    // on the request's one log line (app.ts)
+    request.logFields = {
       executionId: result.executionId,
       language: language.id,
       outcome: result.outcome.status,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,
       phases: result.phases,
-    }, 'execution finished')
+    }
     return toWire(result)
   })
 }
 
 /** The language `lang` names, if this server can run it; otherwise a 400 that says what is missing. */
-function availableLanguage (lang: string, languages: LanguageAvailability) {
+export function availableLanguage (lang: string, languages: LanguageAvailability) {
   const language = resolveLanguage(lang)
   const missing = languages.missing.find((entry) => entry.language === language)
   if (language !== null && missing === undefined) return language
@@ -80,17 +83,34 @@ function availableLanguage (lang: string, languages: LanguageAvailability) {
     `${missing.executables.length === 1 ? 'is' : 'are'} missing (Debian package: ${missing.language.install}). Warden runs: ${runs}.`)
 }
 
+/** The stateful profile with a hint runs in a runtime session; a named session id continues that session. */
+function workspaceFor (body: ExecBody, profile: 'default' | 'stateful'): WorkspaceRequest {
+  if (profile === 'stateful' && typeof body.runtime_session_hint === 'string' && body.runtime_session_hint.trim() !== '') {
+    return { kind: 'runtime', hint: body.runtime_session_hint }
+  }
+  if (typeof body.session_id === 'string') return { kind: 'session', sessionId: body.session_id }
+  return { kind: 'fresh' }
+}
+
+/** An execution's output files as LibreChat reads them (spec §3.1.3). */
+export function filesToWire (files: ExecutionResult['files']): ExecResponse['files'] {
+  return files.map((file) => ({
+    id: file.id,
+    name: file.name,
+    storage_session_id: file.storageSessionId,
+    path: `/mnt/data/${file.name}`,
+    url: `/api/files/code/download/${file.storageSessionId}/${file.id}`,
+    type: file.contentType,
+    ...(file.inherited === true ? { inherited: true } : {}),
+  }))
+}
+
 function toWire (result: ExecutionResult): ExecResponse {
   return {
     session_id: result.executionId,
     stdout: result.stdout,
     stderr: result.stderr,
-    files: result.files.map((file) => ({
-      id: file.id,
-      name: file.name,
-      storage_session_id: file.storageSessionId,
-      path: `/mnt/data/${file.name}`,
-    })),
+    files: filesToWire(result.files),
     deleted_files: result.deletedFiles,
     status: result.outcome.status,
     exit_code: result.outcome.exitCode,
@@ -99,5 +119,6 @@ function toWire (result: ExecutionResult): ExecResponse {
     oom_killed: result.outcome.oomKilled,
     truncated: result.outcome.truncated,
     wall_time_ms: Math.round(result.wallMs),
+    ...(result.runtimeSession === null ? {} : { runtime_session_id: result.runtimeSession.id, runtime_status: result.runtimeSession.status }),
   }
 }

@@ -13,18 +13,17 @@ import { DeleteResponse, ListQuery, ObjectInfo } from './schemas/files.ts'
 
 export interface FileRouteDeps { store: FileStore, metrics: Metrics }
 
-function checkIds (storageSessionId: string, fileId?: string): void {
-  if (!isId(storageSessionId)) throw errors.invalidId('session_id must be a 21-character id.')
-  if (fileId !== undefined && !isId(fileId)) throw errors.invalidId('file id must be a 21-character id.')
-}
-
 function notFound (storageSessionId: string, fileId: string) {
   return errors.fileNotFound(`File ${storageSessionId}/${fileId} was not found; it may have expired.`)
 }
 
-/** The file, if it exists and the request's identity may use it; another user's file is "not found". */
+/**
+ * The file, if it exists and the request's identity may use it. Another user's file, and an id that
+ * cannot exist (not a 21-character id), are "not found" like an unknown one: clients read a 404 as
+ * "gone, upload again".
+ */
 async function accessibleFile (store: FileStore, request: FastifyRequest, storageSessionId: string, fileId: string): Promise<StoredFile> {
-  checkIds(storageSessionId, fileId)
+  if (!isId(storageSessionId) || !isId(fileId)) throw notFound(storageSessionId, fileId)
   const file = await store.get(storageSessionId, fileId)
   if (file === null || !canAccess(scopedIdentity(request), file)) throw notFound(storageSessionId, fileId)
   return file
@@ -94,7 +93,8 @@ export const fileRoutes: FastifyPluginAsync<FileRouteDeps> = async (app, { store
     },
   }, async (request) => {
     const storageSessionId = request.params.session_id
-    checkIds(storageSessionId)
+    // an id that cannot exist names a session that does not: nothing in it
+    if (!isId(storageSessionId)) return []
     const identity = scopedIdentity(request)
     const files = (await store.list(storageSessionId)).filter((file) => canAccess(identity, file))
     return files.map((file) => describe(file, request.query.detail))
@@ -141,7 +141,7 @@ function describe (file: StoredFile, detail: 'simple' | 'summary' | 'full' | 'no
         lastModified: file.lastUsedAt,
         etag: etag(file),
         contentType: file.contentType,
-        metadata: { 'original-filename': file.name },
+        metadata: { 'content-type': file.contentType, 'original-filename': file.name },
       }
   }
 }

@@ -29,7 +29,6 @@ export const HealthReportSchema = z.object({
   live: z.object({
     workers: z.number().describe('live workers now: Jupyter kernels and paused tool-calling runs'),
     max: z.number(),
-    max_per_user: z.number(),
     by_kind: z.record(z.string(), z.number()),
     created: z.number(),
     ended: z.record(z.string(), z.number()).describe('by reason: stopped, expired, died, shutdown'),
@@ -76,7 +75,7 @@ export function toHealthReport (state: ServiceState): HealthReport {
     },
     live: live === null
       ? null
-      : { workers: live.live, max: live.max, max_per_user: live.maxPerUser, by_kind: live.byKind, created: live.created, ended: live.ended },
+      : { workers: live.live, max: live.max, by_kind: live.byKind, created: live.created, ended: live.ended },
     self_test: selfTest,
     warnings,
   }

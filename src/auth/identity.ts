@@ -11,6 +11,11 @@ export interface Identity {
   user: string | null
 }
 
+/** The same owner: tenant and user. */
+export function sameOwner (a: Identity, b: Identity): boolean {
+  return a.tenant === b.tenant && a.user === b.user
+}
+
 /** LibreChat's own default `tenant_id` for single-tenant deployments (spec §2.2). */
 export const DEFAULT_TENANT = 'legacy'
 /** Owner of a file stored without a user: any user of the tenant may use it. */

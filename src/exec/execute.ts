@@ -1,14 +1,17 @@
 import type { Identity } from '../auth/identity.ts'
-import type { ExecutionLimits } from '../config.ts'
+import type { ExecutionLimits, SessionSettings } from '../config.ts'
+import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import type { RunPhases } from '../pool/run.ts'
+import type { RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
+import type { Flavor } from '../pool/worker-pool.ts'
+import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
-import { newId } from '../storage/ids.ts'
-import { collectRun, type CollectedRun } from './collect-run.ts'
-import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
+import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
+import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
 import type { LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
+import { planWorkspace, updateWorkspace, type WorkspacePlan, type WorkspaceRequest } from './workspace.ts'
 import { OutputCollector } from './outputs.ts'
 
 export interface ExecutionRequest {
@@ -19,64 +22,120 @@ export interface ExecutionRequest {
   identity: Identity
   /** a shorter wall-clock limit than the server's, when the client asked for one */
   timeoutMs?: number
+  /** where the run keeps its working directory (default: a fresh one, recorded so it can be continued) */
+  workspace?: WorkspaceRequest
 }
 
 export interface ExecutionResult {
   /** the execution's id on the wire (`session_id`); its outputs are stored under it as their storage session */
   executionId: string
+  /** the runtime session the run used (stateful profile), and whether it was new */
+  runtimeSession: { id: string, status: 'new' | 'reused' } | null
   stdout: string
   stderr: string
-  files: StoredFile[]
+  files: ExecutionFile[]
   deletedFiles: string[]
   outcome: Outcome
   wallMs: number
   phases: ExecutionPhases
 }
 
+/** An output of the run; `inherited`: a read-only input the code changed, echoed unchanged (spec §3.5). */
+export type ExecutionFile = StoredFile & { inherited?: true }
+
 /** ms spent in each step of one execution */
 export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: RunPhases, storeMs: number }
 
 /** What an execution needs from the pool: a worker, given back after its one run. */
 export interface WorkerSource {
-  acquire (): Promise<Worker>
+  acquire (flavor?: Flavor): Promise<Worker>
   release (worker: Worker): void
 }
 
 export interface ExecDeps {
   store: FileStore
+  /** which kind of worker a program gets (light or data); data when absent */
+  flavorOf?: FlavorOf
   workers: WorkerSource
   limits: ExecutionLimits
+  workspaces: WorkspaceStore
+  sessions: SessionSettings
+  /** told of a failure that does not fail the request (a fresh session's record not written) */
+  onBackgroundError?: (error: unknown) => void
 }
 
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
-  const { store, workers, limits } = deps
-  const clock = stopwatch()
-  const inputs = await resolveInputs(request.files, store, limits.workdirBytes, request.identity)
-  const resolveMs = clock.lap()
-  const executionId = newId()
-  const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
-  const outputs = new OutputCollector(store, executionId, request.identity, limits)
-  const worker = await workers.acquire()
-  const acquireMs = clock.lap()
+  const prepared = await prepareExecution(request, deps)
+  const worker = await deps.workers.acquire(deps.flavorOf?.(request.language.program, request.code)).catch(async (error: unknown) => {
+    await prepared.outputs.discard()
+    throw error
+  })
+  const acquireMs = prepared.clock.lap()
   let run: CollectedRun
   try {
-    run = await collectRun(worker.start({
+    run = await collectRun(worker.start({ ...prepared.job, keep: false }), prepared.collectLimits)
+  } catch (error) {
+    await prepared.outputs.discard()
+    throw error
+  } finally {
+    // never serves another execution: destroyed, and refilled off the request path
+    deps.workers.release(worker)
+  }
+  return await finishExecution(prepared, run, deps, acquireMs)
+}
+
+/** An execution up to its run: the workspace planned, inputs resolved, the job ready for a worker. */
+export interface PreparedExecution {
+  request: ExecutionRequest
+  executionId: string
+  plan: WorkspacePlan
+  explicit: ResolvedInput[]
+  /** the job a worker runs, whichever worker it is (single-use, or live for a paused run) */
+  job: Omit<WorkerJob, 'keep'>
+  outputs: OutputCollector
+  timeoutMs: number
+  collectLimits: CollectLimits
+  resolveMs: number
+  clock: Stopwatch
+}
+
+export async function prepareExecution (request: ExecutionRequest, deps: ExecDeps): Promise<PreparedExecution> {
+  const { store, limits } = deps
+  const clock = stopwatch()
+  const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
+  const plan = await planWorkspace(request.workspace ?? { kind: 'fresh' }, request.identity, workspaceDeps)
+  const explicit = await resolveInputs(request.files, store, request.identity)
+  const inputs = stagedInputs(plan.files, explicit, limits.workdirBytes)
+  const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
+  const outputs = new OutputCollector(store, plan.executionId, request.identity, limits)
+  return {
+    request,
+    executionId: plan.executionId,
+    plan,
+    explicit,
+    job: {
       program: request.language.program,
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
       cpuSeconds: cpuSecondsFor(timeoutMs),
-      keep: false,
       outputs,
-    }), { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes })
-  } catch (error) {
-    await outputs.discard()
-    throw error
-  } finally {
-    // never serves another execution: destroyed, and refilled off the request path
-    workers.release(worker)
+    },
+    outputs,
+    timeoutMs,
+    collectLimits: { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes },
+    resolveMs: clock.lap(),
+    clock,
   }
+}
+
+/** After the run: classify it, keep or drop its outputs, update the workspace, and shape the result. */
+export async function finishExecution (prepared: PreparedExecution, run: CollectedRun, deps: ExecDeps, acquireMs: number): Promise<ExecutionResult> {
+  const { request, plan, explicit, outputs, timeoutMs, executionId, clock } = prepared
+  const { store, limits } = deps
+  const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
+  clock.lap()
   // the jail died, or the worker broke before the code started: not the program's doing, so no outcome
   const brokeBeforeStart = run.vanished && run.phases.startedMs === null && run.protocolViolation === null
   if ((run.jailLost || brokeBeforeStart) && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {
@@ -84,22 +143,33 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     // the detail (zygote, slot, signal) is for the log, not for the client
     throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
-  clock.lap()
   const outcome = classifyOutcome(run, limits, timeoutMs)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
-  const files = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
+  const kept = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
+  const files = await echoReadOnlyInputs(kept, explicit, store)
   const notes = [...run.notes, ...outputs.notes()]
+  if (outcome.status === 'ok') {
+    const update = updateWorkspace(plan, explicit, files, run.deletedInputs, request.identity, workspaceDeps)
+    if (plan.kind === 'session' && plan.status === 'new') {
+      // only a later request naming this execution reads the record: it need not hold up this answer
+      update.catch((error: unknown) => deps.onBackgroundError?.(error))
+    } else {
+      const note = await update
+      if (note !== null) notes.push(note)
+    }
+  }
   const discarded = outcome.status === 'ok' ? 0 : Math.max(run.discardedOutputs, outputs.count)
   if (discarded > 0) notes.push(`${discarded} file(s) written to /mnt/data were not kept because the execution did not succeed.`)
   return {
     executionId,
+    runtimeSession: plan.kind === 'runtime' ? { id: plan.id, status: plan.status } : null,
     stdout: run.stdout.toString('utf8'),
     stderr: appendLines(run.stderr.toString('utf8'), [...notes, ...(outcome.explanation === null ? [] : [outcome.explanation])]),
     files,
     deletedFiles: outcome.status === 'ok' ? run.deletedInputs : [],
     outcome,
     wallMs: run.wallMs,
-    phases: { resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
+    phases: { resolveMs: prepared.resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
   }
 }
 
@@ -108,7 +178,9 @@ export function cpuSecondsFor (timeoutMs: number): number {
   return Math.ceil(timeoutMs / 1000) + 1
 }
 
-function stopwatch () {
+interface Stopwatch { lap: () => number }
+
+function stopwatch (): Stopwatch {
   let last = performance.now()
   return {
     lap: () => {
@@ -118,6 +190,21 @@ function stopwatch () {
       return ms
     },
   }
+}
+
+/**
+ * A read-only input (an infrastructure file, `read_only` on upload) that the code changed is not a
+ * generated artifact: its new version is dropped and the original is echoed with `inherited: true`.
+ */
+async function echoReadOnlyInputs (outputs: StoredFile[], inputs: ResolvedInput[], store: FileStore): Promise<ExecutionFile[]> {
+  const readOnly = new Map(inputs.filter((input) => input.file.readOnly === true).map((input) => [input.ref.name, input.file]))
+  if (readOnly.size === 0) return outputs
+  return await Promise.all(outputs.map(async (output): Promise<ExecutionFile> => {
+    const original = readOnly.get(output.name)
+    if (original === undefined) return output
+    await store.delete(output.storageSessionId, output.id)
+    return { ...original, name: output.name, inherited: true }
+  }))
 }
 
 async function discardOutputs (outputs: OutputCollector): Promise<StoredFile[]> {

@@ -20,7 +20,7 @@ export interface ResolvedInput {
  * Look every input up in the store before a worker is taken, so a bad reference costs nothing.
  * The same name twice keeps the last one, as LibreChat's own bookkeeping does (newer replaces older).
  */
-export async function resolveInputs (refs: InputRef[], store: FileStore, workdirBytes: number, identity: Identity): Promise<ResolvedInput[]> {
+export async function resolveInputs (refs: InputRef[], store: FileStore, identity: Identity): Promise<ResolvedInput[]> {
   const byName = new Map<string, ResolvedInput>()
   for (const ref of refs) {
     const checked = validateFileName(ref.name)
@@ -34,14 +34,33 @@ export async function resolveInputs (refs: InputRef[], store: FileStore, workdir
     byName.delete(checked.name)
     byName.set(checked.name, { ref: { ...ref, name: checked.name }, file })
   }
-  const inputs = [...byName.values()]
-  refuseFileFolderClash(inputs.map((input) => input.ref.name))
+  const explicit = [...byName.values()]
+  refuseFileFolderClash(explicit.map((input) => input.ref.name))
+  return explicit
+}
+
+/**
+ * What /mnt/data receives: the workspace's files first, then the injected ones. An injected file replaces
+ * a workspace file of the same name, and one that would need a workspace file to be a folder (or the
+ * other way round) pushes that workspace file out. All of it must fit the work directory.
+ */
+export function stagedInputs (workspace: ResolvedInput[], explicit: ResolvedInput[], workdirBytes: number): ResolvedInput[] {
+  const injected = new Map(explicit.map((input) => [input.ref.name, input]))
+  const kept = workspace.filter((file) => !injected.has(file.ref.name) && !clashes(file.ref.name, injected))
+  const inputs = [...kept, ...explicit]
   const footprint = workdirFootprint(inputs.map((input) => input.file.size))
   if (footprint > workdirBytes) {
     throw new WardenError(WARDEN_ERRORS.inputsTooLarge,
       `The input files take ${footprint} bytes of /mnt/data (whole 4 KiB pages), more than its quota of ${workdirBytes} bytes.`)
   }
   return inputs
+}
+
+function clashes (name: string, others: Map<string, unknown>): boolean {
+  for (const other of others.keys()) {
+    if (other.startsWith(`${name}/`) || name.startsWith(`${other}/`)) return true
+  }
+  return false
 }
 
 const PAGE_BYTES = 4096

@@ -2,6 +2,7 @@ import type { ExecutionLimits } from '../config.ts'
 import type { OutputSink } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import { collectRun, type CollectedRun } from './collect-run.ts'
+import type { Flavor } from '../pool/worker-pool.ts'
 import { cpuSecondsFor, type WorkerSource } from './execute.ts'
 import bash from './languages/bash.ts'
 import python from './languages/python.ts'
@@ -67,11 +68,14 @@ const NO_OUTPUTS: OutputSink = { open: async () => null }
  * capabilities and a seccomp filter, the memory and pids limits enforced, and nothing surviving a run.
  * Any failure stops the server with a reason an operator can act on.
  */
-export async function runSelfTest (workers: WorkerSource, limits: ExecutionLimits, options: { cgroups: boolean, serverPort: number }): Promise<SelfTestReport> {
+export async function runSelfTest (workers: WorkerSource, limits: ExecutionLimits, options: { cgroups: boolean, serverPort: number, flavors: Flavor[] }): Promise<SelfTestReport> {
   const started = performance.now()
   // one after the other: a pool as small as POOL_MAX=1 with MAX_QUEUE=0 must pass too
+  const isolation: SelfTestCheck[] = []
+  // every zygote flavor is a jail of its own: each is checked
+  for (const flavor of options.flavors) isolation.push(...await isolationChecks(workers, flavor, options.serverPort))
   const flat = [
-    ...await isolationChecks(workers, options.serverPort),
+    ...isolation,
     ...await (options.cgroups ? memoryCheck(workers, limits) : skipped('memory limit enforced')),
     ...await (options.cgroups ? pidsCheck(workers, limits) : skipped('pids limit enforced')),
     ...await (options.cgroups ? leftoverCheck(workers) : skipped('no process outlives its execution')),
@@ -83,8 +87,8 @@ async function skipped (name: string): Promise<SelfTestCheck[]> {
   return [{ name, ok: true, detail: 'not checked: cgroups are off (CGROUPS=off)' }]
 }
 
-async function withWorker<T> (workers: WorkerSource, use: (worker: Worker) => Promise<T>): Promise<T> {
-  const worker = await workers.acquire()
+async function withWorker<T> (workers: WorkerSource, use: (worker: Worker) => Promise<T>, flavor: Flavor = 'data'): Promise<T> {
+  const worker = await workers.acquire(flavor)
   try {
     return await use(worker)
   } finally {
@@ -115,17 +119,18 @@ function describeRun (run: CollectedRun): string {
   return `exit ${run.exitCode}, signal ${run.signal}, stderr ${JSON.stringify(run.stderr.toString('utf8').slice(-300))}`
 }
 
-async function isolationChecks (workers: WorkerSource, serverPort: number): Promise<SelfTestCheck[]> {
+async function isolationChecks (workers: WorkerSource, flavor: Flavor, serverPort: number): Promise<SelfTestCheck[]> {
   const run = await withWorker(workers, (worker) => runCanary(worker, 'python', ISOLATION_PROBE.replace('PORT', String(serverPort)), {
     maxStdoutBytes: 65_536, maxStderrBytes: 65_536,
-  }))
+  }), flavor)
   let seen: Record<string, unknown>
   try {
     seen = JSON.parse(run.stdout.toString('utf8')) as Record<string, unknown>
   } catch {
-    return [{ name: 'isolation canary ran', ok: false, detail: describeRun(run) }]
+    return [{ name: `isolation canary ran${flavor === 'data' ? '' : ` (${flavor} workers)`}`, ok: false, detail: describeRun(run) }]
   }
-  const check = (name: string, ok: boolean, detail: unknown): SelfTestCheck => ({ name, ok, detail: JSON.stringify(detail) })
+  const where = flavor === 'data' ? '' : ` (${flavor} workers)`
+  const check = (name: string, ok: boolean, detail: unknown): SelfTestCheck => ({ name: name + where, ok, detail: JSON.stringify(detail) })
   return [
     check('runs as uid 65534 inside', seen.uid === 65534, seen.uid),
     check('no capabilities', /^0+$/.test(String(seen.capabilities)), seen.capabilities),
@@ -155,7 +160,7 @@ async function leftoverCheck (workers: WorkerSource): Promise<SelfTestCheck[]> {
   const survivors = await withWorker(workers, async (worker) => {
     const run = await runCanary(worker, 'bash', LEFTOVER_PROBE, { maxStdoutBytes: 65_536, maxStderrBytes: 65_536 })
     return run.stdout.toString() === 'started\n' ? await worker.survivors() : -1
-  })
+  }, 'light')
   const ok = survivors === 0
   return [{ name: 'no process outlives its execution', ok, detail: `${survivors} process(es) left after the run` }]
 }

@@ -132,6 +132,11 @@ function createCgroupsV1 (layout: Layout): Cgroups {
       }
     },
 
+    async readOomKills (zygote, worker): Promise<number> {
+      assertWorkerNames(zygote, worker)
+      return parseKeyed(readControlNow(path.join(dirOf(memory, zygote, worker), 'memory.oom_control'), false) ?? '').get('oom_kill') ?? 0
+    },
+
     listProcesses: processesOf,
 
     async killWorkerGroup (zygote, worker) {
@@ -139,9 +144,11 @@ function createCgroupsV1 (layout: Layout): Cgroups {
     },
 
     async resetWorkerGroup (zygote, worker) {
-      await killUntilEmpty(() => processesOf(zygote, worker))
-      await writeControl(path.join(dirOf(memory, zygote, worker), 'memory.max_usage_in_bytes'), 0)
-      if (cpuacct) await writeControl(path.join(dirOf(cpuacct, zygote, worker), 'cpuacct.usage'), 0)
+      // every process of a worker is in every hierarchy (it joined them all before it ran a line of user
+      // code), so one empty list is enough on the common path; anything found is hunted in all of them
+      assertWorkerNames(zygote, worker)
+      if ((await readProcs(dirOf(memory, zygote, worker))).length > 0) await killUntilEmpty(() => processesOf(zygote, worker))
+      // runs count differences (Run reads its OOM kills before and after), so no counter needs a reset
     },
 
     async removeWorkerGroup (zygote, worker) {

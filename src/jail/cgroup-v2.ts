@@ -154,6 +154,11 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
       }
     },
 
+    async readOomKills (zygote, worker): Promise<number> {
+      assertWorkerNames(zygote, worker)
+      return parseKeyed(readControlNow(path.join(dirOf(zygote, worker), 'memory.events'), false) ?? '').get('oom_kill') ?? 0
+    },
+
     listProcesses: processesOf,
 
     async killWorkerGroup (zygote, worker) {

@@ -34,7 +34,10 @@ export interface Cgroups {
   createZygoteGroup (zygote: string, ownerUid: number, limits: ZygoteLimits): Promise<ZygoteCgroup>
   /** Creates `<instance>/<zygote>/<worker>` with `limits`; its procs files are chown'd to `ownerUid`, the zygote's outside uid. */
   createWorkerGroup (zygote: string, worker: string, ownerUid: number, limits: CgroupLimits): Promise<WorkerCgroup>
+  /** Every counter the kernel keeps for the group (doctor, tests). */
   readCounters (zygote: string, worker: string): Promise<CgroupCounters>
+  /** Only its OOM kills, in one read: what a run needs, on every execution's path. */
+  readOomKills (zygote: string, worker: string): Promise<number>
   listProcesses (zygote: string, worker: string): Promise<number[]>
   /** SIGKILLs every process in the worker's group; does not wait. */
   killWorkerGroup (zygote: string, worker: string): Promise<void>

@@ -5,18 +5,21 @@ import type { LiveSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { Run, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
+import type { Flavor } from '../pool/worker-pool.ts'
 
 /** What a live worker is for: a Jupyter kernel, or a programmatic tool-calling run paused between rounds. */
 export type LiveKind = 'kernel' | 'ptc'
 export type LiveEndReason = 'stopped' | 'expired' | 'died' | 'shutdown'
 
-/** Where live workers come from: fresh forks of a zygote, outside the single-use pool's budget. */
-export interface LiveWorkerSource { spawn (): Promise<Worker> }
+/** Where live workers come from: workers of the flavor asked for, outside the single-use pool's budget. */
+export interface LiveWorkerSource { spawn (flavor: Flavor): Promise<Worker> }
+
+/** Caps of one kind of live worker, inside the registry's overall budget. */
+export interface KindCaps { max: number, maxPerUser: number }
 
 export interface LiveStats {
   live: number
   max: number
-  maxPerUser: number
   byKind: Record<string, number>
   created: number
   ended: Record<LiveEndReason, number>
@@ -38,21 +41,30 @@ export class LiveWorker {
   private readonly endListeners: Array<(reason: LiveEndReason) => void> = []
 
   constructor (readonly owner: Identity, readonly kind: LiveKind, private readonly worker: Worker, readonly idleTimeoutMs: number) {
-    worker.exited.then(() => this.end('died'), () => this.end('died'))
+    // a single-use worker exits after its run: that is its end, not a death
+    const exited = () => this.end(this.current?.isFinished === true && !this.keeps ? 'stopped' : 'died')
+    worker.exited.then(exited, exited)
   }
+
+  private keeps = true
 
   get isBusy (): boolean { return this.current !== null && !this.current.isFinished }
   get isAlive (): boolean { return this.endReason === null && this.worker.isAlive }
   get ended (): LiveEndReason | null { return this.endReason }
   get workerId (): string { return this.worker.id }
 
-  /** Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one. */
-  start (job: Omit<WorkerJob, 'keep'>): Run {
-    if (!this.isAlive) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
-    const run = this.worker.start({ ...job, keep: true })
+  /**
+   * Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one, unless
+   * `last`: then the worker exits after this run (a tool-calling run lives across requests, but only once).
+   */
+  start (job: Omit<WorkerJob, 'keep'>, options: { last?: boolean } = {}): Run {
+    if (!this.isAlive || !this.keeps) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
+    this.keeps = options.last !== true
+    const run = this.worker.start({ ...job, keep: this.keeps })
     this.current = run
     this.touch()
     run.done.finally(() => {
+      if (!this.keeps) return this.end('stopped')
       if (this.current === run) this.current = null
       this.touch()
     }).catch(() => {})
@@ -94,7 +106,8 @@ function ownerKey (owner: Identity): string {
 export class LiveWorkers {
   private readonly workers = new Map<string, LiveWorker>()
   private reserved = 0
-  private readonly reservedPerOwner = new Map<string, number>()
+  /** reservations by kind and by kind and owner: `kind` and `kind\u0000tenant\u0000user` */
+  private readonly reservedBy = new Map<string, number>()
   private created = 0
   private readonly endedCounts: Record<LiveEndReason, number> = { stopped: 0, expired: 0, died: 0, shutdown: 0 }
   private readonly sweeper: NodeJS.Timeout
@@ -109,24 +122,27 @@ export class LiveWorkers {
   /** Told of every worker created and ended (metrics). */
   onChange (listener: (event: 'created' | LiveEndReason, worker: LiveWorker) => void): void { this.listeners.push(listener) }
 
-  /** A new live worker for `owner`, or a `WARDEN_LIVE_CAPACITY` error when a cap is reached. */
-  async create (owner: Identity, kind: LiveKind, options: { idleTimeoutMs?: number } = {}): Promise<LiveWorker> {
+  /**
+   * A new live worker of `kind` for `owner`, or a `WARDEN_LIVE_CAPACITY` error when the overall budget or
+   * a cap of the kind (in all, or per owner) is reached.
+   */
+  async create (owner: Identity, kind: LiveKind, caps: KindCaps, options: { idleTimeoutMs?: number, flavor?: Flavor } = {}): Promise<LiveWorker> {
     if (this.closing) throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'Warden is shutting down.')
-    const key = ownerKey(owner)
-    const ownerCount = this.reservedPerOwner.get(key) ?? 0
-    if (this.reserved >= this.settings.max) {
-      throw new WardenError(WARDEN_ERRORS.liveCapacity, `All ${this.settings.max} live workers (kernels, paused runs) are in use.`, { retryAfterSeconds: 10 })
+    const keys = [kind, `${kind}\u0000${ownerKey(owner)}`]
+    const [ofKind = 0, ofOwner = 0] = keys.map((key) => this.reservedBy.get(key) ?? 0)
+    const noun = kind === 'kernel' ? 'kernels' : 'paused tool-calling runs'
+    if (this.reserved >= this.settings.max || ofKind >= caps.max) {
+      throw new WardenError(WARDEN_ERRORS.liveCapacity, `The server holds as many ${noun} as it may (${Math.min(this.settings.max, caps.max)}).`, { retryAfterSeconds: 10 })
     }
-    if (ownerCount >= this.settings.maxPerUser) {
-      throw new WardenError(WARDEN_ERRORS.liveCapacity, `This user already has ${ownerCount} live workers (kernels, paused runs); the limit is ${this.settings.maxPerUser}.`, { retryAfterSeconds: 10 })
+    if (ofOwner >= caps.maxPerUser) {
+      throw new WardenError(WARDEN_ERRORS.liveCapacity, `This user already has ${ofOwner} ${noun}; the limit is ${caps.maxPerUser}.`, { retryAfterSeconds: 10 })
     }
-    this.reserved++
-    this.reservedPerOwner.set(key, ownerCount + 1)
+    this.reserve(keys, 1)
     let worker: Worker
     try {
-      worker = await this.source.spawn()
+      worker = await this.source.spawn(options.flavor ?? 'data')
     } catch (error) {
-      this.release(key)
+      this.reserve(keys, -1)
       throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'No worker could be started; see /health.', {}, { cause: error })
     }
     const live = new LiveWorker(owner, kind, worker, options.idleTimeoutMs ?? this.settings.idleTimeoutMs)
@@ -134,7 +150,7 @@ export class LiveWorkers {
     this.created++
     live.onEnd((reason) => {
       this.workers.delete(live.id)
-      this.release(key)
+      this.reserve(keys, -1)
       this.endedCounts[reason]++
       this.log.info({ live: live.id, kind, reason, ageMs: Date.now() - live.createdAt }, 'live worker ended')
       for (const listener of this.listeners) listener(reason, live)
@@ -158,7 +174,7 @@ export class LiveWorkers {
   stats (): LiveStats {
     const byKind: Record<string, number> = {}
     for (const live of this.workers.values()) byKind[live.kind] = (byKind[live.kind] ?? 0) + 1
-    return { live: this.workers.size, max: this.settings.max, maxPerUser: this.settings.maxPerUser, byKind, created: this.created, ended: { ...this.endedCounts } }
+    return { live: this.workers.size, max: this.settings.max, byKind, created: this.created, ended: { ...this.endedCounts } }
   }
 
   /** Ends every live worker (shutdown). */
@@ -176,10 +192,12 @@ export class LiveWorkers {
     }
   }
 
-  private release (key: string): void {
-    this.reserved--
-    const count = (this.reservedPerOwner.get(key) ?? 1) - 1
-    if (count <= 0) this.reservedPerOwner.delete(key)
-    else this.reservedPerOwner.set(key, count)
+  private reserve (keys: string[], delta: 1 | -1): void {
+    this.reserved += delta
+    for (const key of keys) {
+      const count = (this.reservedBy.get(key) ?? 0) + delta
+      if (count <= 0) this.reservedBy.delete(key)
+      else this.reservedBy.set(key, count)
+    }
   }
 }

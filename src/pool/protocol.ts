@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto'
+
 /**
  * The server's half of the worker protocol (the other half is sandbox/frames.py; the reference is
  * sandbox/README.md). A frame is 1 type byte, a 4-byte big-endian payload length, then the payload. A
@@ -109,28 +111,56 @@ export class FrameDecoder {
 }
 
 /**
+ * The i-th sync marker of a run: a cell (sandbox/cells.py) writes it on stdout and stderr before it sends a
+ * message (a plot, a result, an error), so the server can put the message after exactly the output that
+ * came before it, although the two travel on different connections. Derived from a per-run seed on both
+ * sides, so the server knows each one before its bytes arrive.
+ */
+export function syncMarker (seed: Buffer, index: number): Buffer {
+  const counter = Buffer.alloc(4)
+  counter.writeUInt32BE(index)
+  return createHash('sha256').update(seed).update(counter).digest().subarray(0, MARKER_BYTES)
+}
+
+/**
  * One run's part of a worker's stdout or stderr: the bytes before the run's marker, delivered as they
  * come. The last MARKER_BYTES - 1 bytes are held back until more arrive, since they may be the start of
- * the marker. Bytes after the marker (written by processes the run left running) are handed to `rest`.
+ * a marker. Bytes after the marker (written by processes the run left running) are handed back. With a
+ * sync seed, the run's sync markers are taken out of the stream too, and `untilSync(i)` resolves once the
+ * stream has passed the i-th.
  */
 export class RunStream {
   private held: Buffer = Buffer.alloc(0)
   private ended = false
+  private nextSync = 0
+  private syncAhead: Buffer | null
+  private readonly syncWaiters: Array<{ index: number, resolve: () => void }> = []
 
-  constructor (private readonly marker: Buffer, private readonly deliver: (chunk: Buffer) => void) {}
+  constructor (private readonly marker: Buffer, private readonly deliver: (chunk: Buffer) => void, private readonly syncSeed: Buffer | null = null) {
+    this.syncAhead = syncSeed === null ? null : syncMarker(syncSeed, 0)
+  }
 
   get isEnded (): boolean { return this.ended }
 
   /** Returns the bytes after the marker once it is found (the stream then belongs to the next run). */
   push (chunk: Buffer): Buffer | null {
     if (this.ended) return chunk
-    const window = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk])
-    const at = window.indexOf(this.marker)
-    if (at >= 0) {
-      if (at > 0) this.deliver(window.subarray(0, at))
-      this.ended = true
-      this.held = Buffer.alloc(0)
-      return window.subarray(at + this.marker.length)
+    let window = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk])
+    for (;;) {
+      const end = window.indexOf(this.marker)
+      const sync = this.syncAhead === null ? -1 : window.indexOf(this.syncAhead)
+      if (sync >= 0 && (end < 0 || sync < end)) {
+        if (sync > 0) this.deliver(window.subarray(0, sync))
+        window = window.subarray(sync + MARKER_BYTES)
+        this.passSync()
+        continue
+      }
+      if (end >= 0) {
+        if (end > 0) this.deliver(window.subarray(0, end))
+        this.finish()
+        return window.subarray(end + this.marker.length)
+      }
+      break
     }
     const keep = Math.min(window.length, this.marker.length - 1)
     if (window.length > keep) this.deliver(window.subarray(0, window.length - keep))
@@ -142,7 +172,27 @@ export class RunStream {
   end (): void {
     if (this.ended) return
     if (this.held.length > 0) this.deliver(this.held)
+    this.finish()
+  }
+
+  /** Resolves once the stream has passed sync marker `index` (or ended). */
+  untilSync (index: number): Promise<void> {
+    if (this.ended || index < this.nextSync) return Promise.resolve()
+    return new Promise((resolve) => this.syncWaiters.push({ index, resolve }))
+  }
+
+  private passSync (): void {
+    this.nextSync++
+    this.syncAhead = this.syncSeed === null ? null : syncMarker(this.syncSeed, this.nextSync)
+    for (const waiter of this.syncWaiters.filter((candidate) => candidate.index < this.nextSync)) {
+      this.syncWaiters.splice(this.syncWaiters.indexOf(waiter), 1)
+      waiter.resolve()
+    }
+  }
+
+  private finish (): void {
     this.held = Buffer.alloc(0)
     this.ended = true
+    for (const waiter of this.syncWaiters.splice(0)) waiter.resolve()
   }
 }

@@ -1,6 +1,7 @@
 import type { CgroupCounters } from '../jail/cgroup.ts'
 import { EventQueue } from './event-queue.ts'
-import { DATA_CHUNK_BYTES, FrameType, RunStream, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
+import { randomBytesFromPool } from './random-pool.ts'
+import { DATA_CHUNK_BYTES, FrameType, MARKER_BYTES, RunStream, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
 
 /** An input file streamed into the worker before the code starts. */
 export interface WorkerInput {
@@ -24,7 +25,8 @@ export interface ProgramStep { name: string, argv: string[], timeoutMs?: number,
 
 /** How the worker runs the code: in its warm Python interpreter, or as argv steps. */
 export type Program =
-  | { runner: 'python' }
+  /** `cell`: run as a Jupyter cell (last expression, figures and errors as messages) */
+  | { runner: 'python', cell?: { executionCount: number } }
   | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string> }
 
 export interface WorkerJob {
@@ -36,8 +38,15 @@ export interface WorkerJob {
   cpuSeconds: number
   /** the worker waits for another job afterwards (a live worker) instead of exiting */
   keep: boolean
+  /** send new and changed files of /mnt/data back after the run (default); a kernel keeps them in place */
+  collect?: boolean
   outputs: OutputSink
+  /** tools the code may call (programmatic tool calling): stubs by these identifiers ask the server */
+  tools?: ToolStub[]
 }
+
+/** A tool as the code sees it: `identifier` is the Python/Bash name of its stub; calls carry `name`. */
+export interface ToolStub { name: string, identifier: string, description?: string }
 
 export type RunEvent =
   | { type: 'started' }
@@ -129,11 +138,14 @@ export class Run {
   private readonly timers: NodeJS.Timeout[] = []
   private readonly phases: Partial<RunPhases> = {}
 
+  /** seeds the run's sync markers (protocol.ts syncMarker): the worker writes them before it sends a message */
+  readonly syncSeed = randomBytesFromPool(MARKER_BYTES)
+
   constructor (private readonly link: RunLink, private readonly job: WorkerJob, readonly marker: Buffer, private readonly maxMessageBytes: number) {
     const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' ? event.chunk.length : 256
     this.events = new EventQueue<RunEvent>(size, (paused) => link.pressure('events', paused))
-    this.stdout = new RunStream(marker, (chunk) => this.events.push({ type: 'stdout', chunk }))
-    this.stderr = new RunStream(marker, (chunk) => this.events.push({ type: 'stderr', chunk }))
+    this.stdout = new RunStream(marker, (chunk) => this.events.push({ type: 'stdout', chunk }), this.syncSeed)
+    this.stderr = new RunStream(marker, (chunk) => this.events.push({ type: 'stderr', chunk }), this.syncSeed)
     this.done = this.execute()
   }
 
@@ -235,8 +247,12 @@ export class Run {
       args: this.job.args,
       cpu_seconds: this.job.cpuSeconds,
       keep: this.job.keep,
+      collect: this.job.collect ?? true,
       marker: this.marker.toString('hex'),
+      sync_seed: this.syncSeed.toString('hex'),
       files: this.job.inputs.map((input) => ({ name: input.name, size: input.size })),
+      ...(this.job.tools !== undefined && this.job.tools.length > 0 ? { tools: this.job.tools } : {}),
+      ...(program.runner === 'python' && program.cell !== undefined ? { cell: true, execution_count: program.cell.executionCount } : {}),
       ...(program.runner === 'steps'
         ? {
             source_file: program.sourceFile,
@@ -267,7 +283,10 @@ export class Run {
         return
       case FrameType.message: {
         const message = parseJson(frame.payload)
-        if (message !== null) this.events.push({ type: 'message', message })
+        if (message === null) return
+        // the output the code wrote before this message comes first (frames wait behind this one)
+        if (typeof message.sync === 'number') await Promise.all([this.stdout.untilSync(message.sync), this.stderr.untilSync(message.sync)])
+        this.events.push({ type: 'message', message })
         return
       }
       case FrameType.output: {

@@ -200,8 +200,10 @@ export class Zygote implements SlotOwner {
     this.send({ op: 'interrupt', slot: slot.index })
   }
 
+  /** A run needs only the slot's OOM kills (one file), read before and after it. */
   async readSlotCounters (slot: Slot): Promise<CgroupCounters | null> {
-    return this.options.cgroups === null || slot.cgroup === null ? null : await this.options.cgroups.readCounters(this.name, slot.name)
+    if (this.options.cgroups === null || slot.cgroup === null) return null
+    return { oomKills: await this.options.cgroups.readOomKills(this.name, slot.name), memoryPeakBytes: null, cpuUsageUs: null, pidsPeak: null }
   }
 
   async countSlotProcesses (slot: Slot): Promise<number | null> {

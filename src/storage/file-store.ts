@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import { formatBytes } from '../units.ts'
 
@@ -11,7 +12,9 @@ import { formatBytes } from '../units.ts'
 export const FILE_KINDS = ['user', 'agent', 'skill', 'output'] as const
 export type FileKind = (typeof FILE_KINDS)[number]
 
-export interface FileOwner { tenant: string, user: string }
+/** Who a file (or workspace) belongs to: a tenant and a user of it (`*`: any user of the tenant). */
+export const FileOwnerSchema = z.object({ tenant: z.string(), user: z.string() })
+export type FileOwner = z.infer<typeof FileOwnerSchema>
 
 export interface StoredFile {
   id: string
@@ -25,6 +28,8 @@ export interface StoredFile {
   resourceId?: string
   /** Skill version (spec §3.4). */
   version?: number
+  /** an infrastructure input (`read_only` on upload, spec §3.5): a run that changes it does not make it an output */
+  readOnly?: boolean
   owner: FileOwner
   /** ISO 8601. */
   createdAt: string
@@ -40,6 +45,7 @@ export interface NewFile {
   kind: FileKind
   resourceId?: string
   version?: number
+  readOnly?: boolean
   owner: FileOwner
 }
 

@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import { contentTypeFor } from './content-type.ts'
 import { validateFileName } from './file-names.ts'
+import { syncDir, writeDurably } from './durable-fs.ts'
 import { FILE_KINDS, FileTooLargeError } from './file-store.ts'
 import type { FileStore, FileWriter, NewFile, StorageLog, StoredFile } from './file-store.ts'
 import { ID_PATTERN, isId, newId } from './ids.ts'
@@ -44,6 +45,7 @@ const MetadataSchema = z.object({
   kind: z.enum(FILE_KINDS),
   resourceId: z.string().optional(),
   version: z.number().optional(),
+  readOnly: z.boolean().optional(),
   owner: z.object({ tenant: z.string(), user: z.string() }),
   createdAt: z.iso.datetime(),
 })
@@ -87,6 +89,7 @@ class DiskFileStore implements LocalFileStore {
       kind: file.kind,
       ...(file.resourceId !== undefined && { resourceId: file.resourceId }),
       ...(file.version !== undefined && { version: file.version }),
+      ...(file.readOnly === true && { readOnly: true }),
       owner: { tenant: file.owner.tenant, user: file.owner.user },
     }
     const tmpPath = path.join(this.#tmpDir, newId())
@@ -405,26 +408,6 @@ async function writeFully (handle: FileHandle, chunk: Uint8Array): Promise<void>
   }
 }
 
-async function writeDurably (filePath: string, text: string): Promise<void> {
-  const handle = await fs.open(filePath, 'wx', FILE_MODE)
-  try {
-    await handle.writeFile(text, 'utf8')
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
-/** A rename is durable only once its directory is fsynced. */
-async function syncDir (dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
 function parseMetadata (text: string): Metadata | null {
   try {
     const parsed = MetadataSchema.safeParse(JSON.parse(text))
@@ -444,6 +427,7 @@ function toStoredFile (metadata: Metadata, mtimeMs: number): StoredFile {
     kind: metadata.kind,
     ...(metadata.resourceId !== undefined && { resourceId: metadata.resourceId }),
     ...(metadata.version !== undefined && { version: metadata.version }),
+    ...(metadata.readOnly === true && { readOnly: true }),
     owner: { tenant: metadata.owner.tenant, user: metadata.owner.user },
     createdAt: metadata.createdAt,
     // utimes(Date) stores ...122.9999 ms for ...123: round, so a touch reads back as written

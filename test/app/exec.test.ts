@@ -169,10 +169,24 @@ describe('POST /exec in process', () => {
     await starting.close()
   })
 
-  test('the execution profile header: stateful answers 409 with the SDK\'s code, garbage 400', async () => {
-    assertError(await exec(harness, { lang: 'py', code: 'x' }, { 'x-codeapi-expected-profile': 'stateful' }), 409, 'execution_profile_mismatch')
+  test('the execution profile header: both profiles served and echoed; one the server does not serve answers 409; garbage 400', async () => {
+    const stateful = await exec(harness, { lang: 'py', code: 'print("s")', runtime_session_hint: 'v2:user:abc' }, { 'x-codeapi-expected-profile': 'stateful' })
+    assert.equal(stateful.status, 200)
+    assert.equal(stateful.headers['x-codeapi-execution-profile'], 'stateful')
+    assert.equal(stateful.body.runtime_status, 'new')
     assertError(await exec(harness, { lang: 'py', code: 'x' }, { 'x-codeapi-expected-profile': 'turbo' }), 400, 'invalid_execution_profile')
-    assert.equal((await exec(harness, { lang: 'py', code: 'print("d")' }, { 'x-codeapi-expected-profile': 'default' })).status, 200)
+    const plain = await exec(harness, { lang: 'py', code: 'print("d")' }, { 'x-codeapi-expected-profile': 'default' })
+    assert.equal(plain.headers['x-codeapi-execution-profile'], 'default')
+    const defaultOnly = await inProcessApp({ env: { PROFILES: 'default' } })
+    try {
+      const refused = await exec(defaultOnly, { lang: 'py', code: 'x' }, { 'x-codeapi-expected-profile': 'stateful' })
+      assertError(refused, 409, 'execution_profile_mismatch')
+      assert.equal(refused.body.expected_profile, 'stateful')
+      assert.equal(refused.body.actual_profile, 'default')
+      assert.equal(refused.headers['x-codeapi-execution-profile'], 'default')
+    } finally {
+      await defaultOnly.close()
+    }
   })
 
   test('outputs of a run are stored and returned; a failed run keeps none and says so; an OOM kill is explained', async () => {

@@ -132,7 +132,8 @@ for (const driver of availableDrivers()) {
 
     before(async () => {
       [server, tight] = await Promise.all([
-        startServer(suite, { driver }),
+        // a server of the default profile only (sessions.test.ts covers one that serves both)
+        startServer(suite, { driver, env: { PROFILES: 'default' } }),
         startServer(suite, {
           driver,
           env: { AUTH: 'none', CODE_API_KEY: '', MAX_UPLOAD_MB: '1', FILE_TTL: '2s', SWEEP_INTERVAL: '1s' },

@@ -199,22 +199,24 @@ for (const driver of availableDrivers()) {
         await assertStillServing(server)
       })
 
-      test('ids of the wrong shape in /download, /files and /sessions answer 400 invalid_id or invalid_request', async () => {
+      test('ids that cannot exist in /download, /sessions and deletes answer 404 like unknown ones; /files lists nothing', async () => {
         const bad = ['abc', 'A'.repeat(22), `${'A'.repeat(20)}.`, '..%2F..%2Fetc%2Fpasswd', `${'A'.repeat(19)}%00A`, '%C3%A9'.repeat(21)]
         const routes: Array<[string, string]> = []
         for (const id of bad) {
           routes.push(
             ['GET', `/download/${id}/${SOME_ID}`],
             ['GET', `/download/${SOME_ID}/${id}`],
-            ['GET', `/files/${id}`],
             ['GET', `/sessions/${id}/objects/${SOME_ID}`],
             ['GET', `/sessions/${SOME_ID}/objects/${id}`],
             ['DELETE', `/files/${SOME_ID}/${id}`],
             ['DELETE', `/sessions/${id}/objects/${SOME_ID}`]
           )
+          const listing = await api(server, `/files/${id}`)
+          assert.equal(listing.status, 200, `GET /files/${id}`)
+          assert.deepEqual(await listing.json(), [])
         }
         for (const [method, route] of routes) {
-          await assertRejected(await api(server, route, { method }), 400, ['invalid_id', 'invalid_request'], `${method} ${route}`)
+          await assertRejected(await api(server, route, { method }), 404, ['file_not_found', 'not_found'], `${method} ${route}`)
         }
         await assertRejected(await api(server, `/files/${SOME_ID}?detail=everything`), 400, 'invalid_request', 'unknown detail')
         await assertStillServing(server)
@@ -323,7 +325,7 @@ for (const driver of availableDrivers()) {
           () => postExec(server, '{"lang":"py","code":"\\ud800"}'),
           () => api(server, '/download/abc/def'),
           () => api(server, `/download/${SOME_ID}/${SOME_ID}`),
-          () => api(server, '/files/..%2F..'),
+          () => api(server, '/download/..%2F..%2Fetc/passwd'),
           () => api(server, `/sessions/${SOME_ID}/objects/nope`),
           () => api(server, '/exec'),
           () => api(server, '/nowhere'),

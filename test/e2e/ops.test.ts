@@ -87,6 +87,7 @@ for (const driver of availableDrivers()) {
         ['/exec', 'post'], ['/upload', 'post'], ['/download/{session_id}/{file_id}', 'get'],
         ['/sessions/{session_id}/objects/{file_id}', 'get'], ['/sessions/{session_id}/objects/{file_id}', 'delete'],
         ['/files/{session_id}', 'get'], ['/files/{session_id}/{file_id}', 'delete'], ['/health', 'get'], ['/metrics', 'get'],
+        ['/exec/programmatic', 'post'], ['/exec/programmatic/cancel', 'post'],
       ]
       for (const prefix of ['', '/v1']) {
         for (const [route, method] of expected) assert.ok(doc.paths[`${prefix}${route}`]?.[method] !== undefined, `${method} ${prefix}${route}`)
@@ -111,7 +112,8 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   assert.match(lines[2] ?? '', v1 ? /cgroup v1 \(memory, pids, cpu/ : /cgroup v2/)
   const { stdout: numpy } = await run('/usr/bin/python3', ['-c', 'import numpy; print(numpy.__version__)'])
   assert.ok(lines[4]?.includes(`numpy=${numpy.trim()}`), lines[4])
-  assert.match(lines[6] ?? '', /10 checks passed in a real bwrap jail/)
+  // seven isolation checks for each zygote's jail (data and light), then the memory, pids and leftover canaries
+  assert.match(lines[6] ?? '', /17 checks passed in a real bwrap jail/)
 })
 
 test('warden doctor names what is missing, with the fix, and exits 1', async () => {

@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { pino } from 'pino'
 import { buildApp } from '../../src/app.ts'
 import { loadConfig } from '../../src/config.ts'
@@ -10,6 +13,7 @@ import type { PoolStats } from '../../src/pool/worker-pool.ts'
 import type { ServiceState } from '../../src/services.ts'
 import { FakeWorker, type FakeBehaviour } from './fake-worker.ts'
 import { MemoryFileStore } from './memory-store.ts'
+import { WorkspaceStore } from '../../src/storage/workspaces.ts'
 
 export const API_KEY = 'in-process-key'
 
@@ -48,6 +52,8 @@ function echoPrint (job: WorkerJob): FakeBehaviour {
 export async function inProcessApp (options: InProcessOptions = {}): Promise<InProcessApp> {
   const config = loadConfig({ CODE_API_KEY: API_KEY, ...options.env })
   const store = new MemoryFileStore()
+  const workspaceDir = await mkdtemp(path.join(os.tmpdir(), 'warden-app-test-'))
+  const workspaces = await WorkspaceStore.open(workspaceDir)
   const handedOut: FakeWorker[] = []
   const workers: WorkerSource = options.workers ?? {
     acquire: async () => {
@@ -74,6 +80,8 @@ export async function inProcessApp (options: InProcessOptions = {}): Promise<InP
     store,
     workers,
     live: null,
+    kernels: null,
+    workspaces,
     state: serviceState,
     languages,
     metrics: new Metrics(() => POOL_STATS, store),
@@ -82,7 +90,16 @@ export async function inProcessApp (options: InProcessOptions = {}): Promise<InP
     log: pino({ level: 'silent' }),
   })
   await app.ready()
-  return { app, store, workers: handedOut, state, close: async () => { await app.close() } }
+  return {
+    app,
+    store,
+    workers: handedOut,
+    state,
+    close: async () => {
+      await app.close()
+      await rm(workspaceDir, { recursive: true, force: true })
+    },
+  }
 }
 
 /** Headers with the API key (and JSON). */

@@ -55,6 +55,10 @@ interface CodeToolParams {
   baseUrl: string
   authHeaders: Record<string, string>
   user_id: string
+  /** LibreChat's stateful agents: `stateful` plus statefulSessions and a hint (spec §9) */
+  executionProfile?: 'default' | 'stateful'
+  statefulSessions?: boolean
+  runtimeSessionHint?: string
 }
 
 /**
@@ -67,6 +71,13 @@ interface AgentsSdk {
   createBashExecutionTool (params: CodeToolParams): CodeTool
   fetchSessionFiles (baseUrl: string, sessionId: string, scope: { kind: CodeEnvKind, id: string, version?: number },
     authHeaders: Record<string, string>): Promise<CodeEnvFile[]>
+  createProgrammaticToolCallingTool (params: { baseUrl: string, authHeaders: Record<string, string>, maxRoundTrips?: number }): ProgrammaticTool
+  createBashProgrammaticToolCallingTool (params: { baseUrl: string, authHeaders: Record<string, string>, maxRoundTrips?: number }): ProgrammaticTool
+}
+
+/** The SDK's programmatic tools (`run_tools_with_code`, `run_tools_with_bash`): invoked with an abort signal too. */
+export interface ProgrammaticTool extends CodeTool {
+  invoke (input: ToolCall, config?: { signal?: AbortSignal }): Promise<unknown>
 }
 
 // imported as ESM, as the SDK's `import` condition resolves: dist/esm/main.mjs (node-fetch@2 underneath)
@@ -90,6 +101,8 @@ export interface CodeArtifact {
   session_id: string
   files?: ArtifactFile[]
   deleted_files?: string[]
+  runtime_session_id?: string
+  runtime_status?: 'new' | 'reused'
 }
 
 /** What a tool call returns: LangChain's ToolMessage, narrowed to what LibreChat reads. */
@@ -107,9 +120,42 @@ export function codeTool (server: RunningServer, userId = USER_ID): CodeTool {
   return sdk.createCodeExecutionTool(toolParams(server, userId))
 }
 
+/** The tools of a LibreChat agent configured for the stateful profile, with its runtime session hint. */
+export function statefulTools (server: RunningServer, userId: string, hint: string): { code: CodeTool, bash: CodeTool } {
+  const params = { ...toolParams(server, userId), executionProfile: 'stateful' as const, statefulSessions: true, runtimeSessionHint: hint }
+  return { code: sdk.createCodeExecutionTool(params), bash: sdk.createBashExecutionTool(params) }
+}
+
 /** `bash_tool` without an attached workspace, i.e. plain `/exec` with `lang: bash`. */
 export function bashTool (server: RunningServer, userId = USER_ID): CodeTool {
   return sdk.createBashExecutionTool(toolParams(server, userId))
+}
+
+/** `run_tools_with_code` and `run_tools_with_bash` as LibreChat builds them for an agent. */
+export function programmaticTools (server: RunningServer, authHeaders: Record<string, string> = { 'X-API-Key': server.apiKey }): { python: ProgrammaticTool, bash: ProgrammaticTool } {
+  const params = { baseUrl: server.apiUrl, authHeaders }
+  return { python: sdk.createProgrammaticToolCallingTool(params), bash: sdk.createBashProgrammaticToolCallingTool(params) }
+}
+
+/** A tool of the agent the program may call: what ToolNode injects as `toolMap` (the tool) and `toolDefs`. */
+export interface AgentTool {
+  name: string
+  description: string
+  parameters: Record<string, unknown>
+  invoke (input: unknown, config?: unknown): Promise<unknown>
+}
+
+/**
+ * Run a programmatic tool as ToolNode does: the agent's tools injected as `toolMap` and `toolDefs`
+ * (marked callable from code), so the SDK drives every round against the server by itself.
+ */
+export async function invokeProgrammatic (tool: ProgrammaticTool, code: string, tools: AgentTool[], options: { timeout?: number, signal?: AbortSignal, extra?: Record<string, unknown> } = {}): Promise<ToolResult> {
+  const toolDefs = tools.map((agentTool) => ({ name: agentTool.name, description: agentTool.description, parameters: agentTool.parameters, allowed_callers: ['code_execution'] }))
+  const input = call(tool.name, { code, ...(options.timeout === undefined ? {} : { timeout: options.timeout }) },
+    { toolMap: new Map(tools.map((agentTool) => [agentTool.name, agentTool])), toolDefs, ...options.extra })
+  const message = await tool.invoke(input, options.signal === undefined ? undefined : { signal: options.signal }) as { content: unknown, artifact: unknown }
+  if (typeof message.content !== 'string') throw new Error(`tool content is not a string: ${JSON.stringify(message.content)}`)
+  return { content: message.content, artifact: message.artifact as CodeArtifact }
 }
 
 let callCount = 0

@@ -44,6 +44,7 @@ export class MemoryFileStore implements FileStore {
           kind: file.kind,
           ...(file.resourceId !== undefined && { resourceId: file.resourceId }),
           ...(file.version !== undefined && { version: file.version }),
+          ...(file.readOnly === true && { readOnly: true }),
           owner: { ...file.owner },
           createdAt: now,
           lastUsedAt: now,

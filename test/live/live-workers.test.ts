@@ -22,6 +22,8 @@ import { availableDrivers } from '../helpers/server.ts'
 const NO_OUTPUTS = { open: async () => null }
 const alice = { tenant: 'legacy', user: 'alice' }
 const bob = { tenant: 'legacy', user: 'bob' }
+/** two per user and kind; the overall budget (MAX_LIVE_WORKERS=3) is what stops the fourth */
+const CAPS = { max: 10, maxPerUser: 2 }
 
 async function runIn (live: LiveWorker, code: string, whileRunning?: (interrupt: () => void) => Promise<void>) {
   const run = live.start({ program: python.program, code, args: [], inputs: [], cpuSeconds: 30, outputs: NO_OUTPUTS })
@@ -47,7 +49,6 @@ for (const driver of availableDrivers()) {
         POOL_MIN: '1',
         POOL_MAX: '2',
         MAX_LIVE_WORKERS: '3',
-        MAX_LIVE_WORKERS_PER_USER: '2',
         LIVE_IDLE_TIMEOUT: '1500ms',
         JAIL_UID_BASE: String(2_000_000_000 + Math.floor(Math.random() * 100_000) * 1000),
       })
@@ -59,7 +60,7 @@ for (const driver of availableDrivers()) {
     })
 
     test('three runs share one interpreter; an interrupt stops a long run and keeps the state', { timeout: 60_000 }, async () => {
-      const live = await services.live!.create(alice, 'kernel')
+      const live = await services.live!.create(alice, 'kernel', CAPS)
       try {
         assert.equal((await runIn(live, 'import os\nx = 40\nopen("state.txt", "w").write("kept")')).exitCode, 0)
         const second = await runIn(live, 'x += 2\nprint(x, open("state.txt").read(), os.getpid())')
@@ -83,7 +84,7 @@ for (const driver of availableDrivers()) {
     })
 
     test('another user cannot reach a live worker: get and list answer as for an unknown id', { timeout: 30_000 }, async () => {
-      const live = await services.live!.create(alice, 'kernel')
+      const live = await services.live!.create(alice, 'kernel', CAPS)
       try {
         assert.equal(services.live!.get(live.id, alice), live)
         assert.equal(services.live!.get(live.id, bob), null)
@@ -96,7 +97,7 @@ for (const driver of availableDrivers()) {
     })
 
     test('an idle live worker expires, and its process is gone', { timeout: 30_000 }, async () => {
-      const live = await services.live!.create(alice, 'kernel')
+      const live = await services.live!.create(alice, 'kernel', CAPS)
       assert.equal((await runIn(live, 'print(1)')).stdout, '1\n')
       const deadline = Date.now() + 8_000
       while (live.ended === null && Date.now() < deadline) await sleep(100)
@@ -105,15 +106,15 @@ for (const driver of availableDrivers()) {
       assert.equal(services.live!.stats().ended.expired >= 1, true)
     })
 
-    test('the caps hold: per user, then in all, with a capacity error; ending one frees its place', { timeout: 30_000 }, async () => {
-      const first = await services.live!.create(alice, 'kernel')
-      const second = await services.live!.create(alice, 'ptc')
-      await assert.rejects(services.live!.create(alice, 'kernel'), (error: unknown) => isWardenError(error, WARDEN_ERRORS.liveCapacity))
-      const third = await services.live!.create(bob, 'kernel')
-      await assert.rejects(services.live!.create(bob, 'kernel'), (error: unknown) => isWardenError(error, WARDEN_ERRORS.liveCapacity))
+    test('the caps hold: per user and kind, then the overall budget, with a capacity error; ending one frees its place', { timeout: 30_000 }, async () => {
+      const first = await services.live!.create(alice, 'kernel', CAPS)
+      const second = await services.live!.create(alice, 'kernel', CAPS)
+      await assert.rejects(services.live!.create(alice, 'kernel', CAPS), (error: unknown) => isWardenError(error, WARDEN_ERRORS.liveCapacity), 'two kernels per user')
+      const third = await services.live!.create(alice, 'ptc', CAPS)
+      await assert.rejects(services.live!.create(bob, 'kernel', CAPS), (error: unknown) => isWardenError(error, WARDEN_ERRORS.liveCapacity), 'three in all')
       assert.deepEqual(services.live!.stats().byKind, { kernel: 2, ptc: 1 })
       first.end('stopped')
-      const fourth = await services.live!.create(bob, 'kernel')
+      const fourth = await services.live!.create(bob, 'kernel', CAPS)
       for (const live of [second, third, fourth]) live.end('stopped')
       assert.equal(services.live!.stats().live, 0)
     })

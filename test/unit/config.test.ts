@@ -95,7 +95,12 @@ test('explicit values reach their config fields', () => {
     POOL_MIN: '0',
     POOL_MAX: '256',
     ZYGOTES: '16',
+    LIGHT_ZYGOTE: 'false',
     POOL_MODE: 'cold',
+    MAX_PAUSED_RUNS: '3',
+    MAX_PAUSED_RUNS_PER_USER: '2',
+    PTC_PAUSE_TIMEOUT: '90s',
+    PTC_MAX_ROUNDS: '50',
   })
   assert.equal(config.host, '0.0.0.0')
   assert.equal(config.port, 0)
@@ -119,7 +124,8 @@ test('explicit values reach their config fields', () => {
   assert.equal(config.limits.maxStdoutBytes, 4096)
   assert.equal(config.limits.maxStderrBytes, 2048)
   assert.equal(config.limits.maxOutputFiles, 10_000)
-  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000 })
+  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, lightZygote: false, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000 })
+  assert.deepEqual(config.programmatic, { maxPausedRuns: 3, maxPausedRunsPerUser: 2, pauseTimeoutMs: 90_000, maxRounds: 50 })
 })
 
 test('an empty PRELOAD_MODULES preloads nothing', () => {

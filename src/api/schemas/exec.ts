@@ -29,7 +29,8 @@ export const ExecBodySchema = z.object({
   args: z.array(z.string().max(64 * 1024).refine(wellFormed, NO_NUL)).max(1024).optional(),
   files: z.array(ExecFileRef).max(1000).optional(),
   user_id: z.string().optional(),
-  session_id: z.string().optional(),
+  session_id: z.string().optional().describe('an earlier execution of the same owner to continue: its files are in /mnt/data again (unknown or not yours: a new session)'),
+  runtime_session_hint: z.string().max(512).optional().describe('with X-CodeAPI-Expected-Profile: stateful, the runtime session whose /mnt/data persists between calls'),
   timeout: z.number().int().positive().optional().describe('wall-clock limit in ms; capped by EXEC_TIMEOUT_MS'),
 })
 export type ExecBody = z.infer<typeof ExecBodySchema>
@@ -39,6 +40,9 @@ export const OutputFileRef = z.object({
   name: z.string().describe('path relative to /mnt/data'),
   storage_session_id: z.string(),
   path: z.string(),
+  url: z.string().describe('the path LibreChat\'s UI downloads it from: /api/files/code/download/<session_id>/<file_id>'),
+  type: z.string().describe('its MIME type'),
+  inherited: z.boolean().optional().describe('an unchanged echo of a read-only input the code modified'),
 })
 
 export const ExecResponseSchema = z.object({
@@ -55,5 +59,7 @@ export const ExecResponseSchema = z.object({
   oom_killed: z.boolean(),
   truncated: z.boolean(),
   wall_time_ms: z.number(),
+  runtime_session_id: z.string().optional(),
+  runtime_status: z.enum(['new', 'reused']).optional(),
 })
 export type ExecResponse = z.infer<typeof ExecResponseSchema>

@@ -7,6 +7,21 @@ export const UploadResponse = z.object({
   files: z.array(z.object({ fileId: z.string(), filename: z.string() })),
 })
 
+export const BatchFileResultSchema = z.union([
+  z.object({ status: z.literal('success'), fileId: z.string(), filename: z.string() }),
+  z.object({ status: z.literal('error'), filename: z.string(), error: z.string() }),
+])
+export type BatchFileResult = z.infer<typeof BatchFileResultSchema>
+
+export const BatchUploadResponse = z.object({
+  message: z.enum(['success', 'partial_success']),
+  storage_session_id: z.string(),
+  session_id: z.string(),
+  files: z.array(BatchFileResultSchema),
+  succeeded: z.number(),
+  failed: z.number(),
+})
+
 export const ObjectInfo = z.object({
   name: z.string(),
   originalFilename: z.string(),

@@ -29,6 +29,7 @@ function run (changes: Partial<CollectedRun> = {}): CollectedRun {
     notes: [],
     counters: { oomKills: 0, memoryPeakBytes: 10 * MiB, cpuUsageUs: 1000, pidsPeak: 1 },
     wallMs: 12,
+    runningMs: 9,
     phases: { sentMs: 1, startedMs: 2, doneMs: 10, closedMs: 11, countedMs: 12 },
     ...changes,
   }

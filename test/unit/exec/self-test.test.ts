@@ -26,7 +26,7 @@ function fakeWorkers (jail: Jail): WorkerSource {
 }
 
 test('a jail with every protection passes the self-test', async () => {
-  const report = await runSelfTest(fakeWorkers({}), limits, { cgroups: true, serverPort: 8000 })
+  const report = await runSelfTest(fakeWorkers({}), limits, { cgroups: true, serverPort: 8000, flavors: ['data'] })
   assert.equal(report.passed, true)
   assert.deepEqual(report.checks.filter((check) => !check.ok), [])
   assert.equal(report.checks.length, 10)
@@ -46,15 +46,24 @@ const failures: Array<[string, Jail, string]> = [
 ]
 for (const [what, jail, check] of failures) {
   test(`a jail with ${what} fails the self-test on "${check}" alone`, async () => {
-    const report = await runSelfTest(fakeWorkers(jail), limits, { cgroups: true, serverPort: 8000 })
+    const report = await runSelfTest(fakeWorkers(jail), limits, { cgroups: true, serverPort: 8000, flavors: ['data'] })
     assert.equal(report.passed, false)
     assert.deepEqual(report.checks.filter((c) => !c.ok).map((c) => c.name), [check])
   })
 }
 
 test('without cgroups the limit canaries are reported as not checked, not as passed silently', async () => {
-  const report = await runSelfTest(fakeWorkers({ oomKills: 0, forks: 500, survivors: 3 }), limits, { cgroups: false, serverPort: 8000 })
+  const report = await runSelfTest(fakeWorkers({ oomKills: 0, forks: 500, survivors: 3 }), limits, { cgroups: false, serverPort: 8000, flavors: ['data'] })
   assert.equal(report.passed, true)
   const notChecked = report.checks.filter((check) => check.detail.includes('not checked'))
   assert.deepEqual(notChecked.map((check) => check.name), ['memory limit enforced', 'pids limit enforced', 'no process outlives its execution'])
+})
+
+test('with a light zygote each flavor\'s jail is checked: a light jail with network fails on its own line', async () => {
+  const healthy = fakeWorkers({})
+  const leaky = fakeWorkers({ isolation: { network_refused: false } })
+  const workers: WorkerSource = { acquire: async (flavor) => await (flavor === 'light' ? leaky : healthy).acquire(), release: () => {} }
+  const report = await runSelfTest(workers, limits, { cgroups: true, serverPort: 8000, flavors: ['data', 'light'] })
+  assert.equal(report.checks.length, 17)
+  assert.deepEqual(report.checks.filter((c) => !c.ok).map((c) => c.name), ['no network (light workers)'])
 })

@@ -58,7 +58,7 @@ test('warm workers of a zygote that dies stop counting as warm at once, and the 
   }
   const log = pino({ level: 'silent' })
   const zygotes = await ZygoteSet.start(1, async (index) => makeZygote(index) as never, log)
-  const pool = new WorkerPool(zygotes, { min: 3, max: 4, acquireTimeoutMs: 5_000, maxQueue: 4, log })
+  const pool = new WorkerPool({ data: zygotes }, { min: 3, max: 4, acquireTimeoutMs: 5_000, maxQueue: 4, log })
   await pool.ready()
   assert.equal(pool.stats().warm, 3)
   starts[0]?.die()
@@ -72,4 +72,94 @@ test('warm workers of a zygote that dies stop counting as warm at once, and the 
   pool.release(worker)
   await pool.close()
   await zygotes.close()
+})
+
+test('two flavors share max: a request of one retires the other\'s warm worker when the pool is full, and steady demand keeps the room', async () => {
+  const { pino } = await import('pino')
+  const { WorkerPool } = await import('../../../src/pool/worker-pool.ts')
+  const { ZygoteSet } = await import('../../../src/pool/zygotes.ts')
+  const spawned: Record<string, number> = { data: 0, light: 0 }
+  const disposed: Record<string, number> = { data: 0, light: 0 }
+  const makeZygote = (flavor: 'data' | 'light') => ({
+    name: flavor,
+    isAlive: true,
+    freeSlots: 64,
+    exited: new Promise(() => {}),
+    waitForFreeSlot: async () => {},
+    spawnWorker: async () => {
+      spawned[flavor] = (spawned[flavor] ?? 0) + 1
+      return { id: `${flavor}/s${spawned[flavor]}/1`, isAlive: true, lastRunMs: null, exited: new Promise(() => {}), dispose: () => { disposed[flavor] = (disposed[flavor] ?? 0) + 1 } }
+    },
+    slotStates: () => ({}),
+    close: async () => {},
+  })
+  const log = pino({ level: 'silent' })
+  const data = await ZygoteSet.start(1, async () => makeZygote('data') as never, log)
+  const light = await ZygoteSet.start(1, async () => makeZygote('light') as never, log)
+  const pool = new WorkerPool({ data, light }, { min: 2, max: 4, acquireTimeoutMs: 5_000, maxQueue: 4, log })
+  await pool.ready()
+  assert.deepEqual(spawned, { data: 2, light: 2 }, 'each flavor warms min; together they fill max')
+
+  // four light requests at once: two warm, two more by retiring the data lane's warm workers
+  const workers = await Promise.all([1, 2, 3, 4].map(async () => await pool.acquire('light')))
+  assert.ok(workers.every((worker) => worker.id.startsWith('light/')))
+  assert.equal(disposed.data, 2)
+
+  // a steady light load: each release is refilled with a light worker, not a data one retired again
+  for (let round = 0; round < 20; round++) {
+    const worker = workers.shift()
+    if (worker !== undefined) pool.release(worker)
+    await new Promise((resolve) => setImmediate(resolve))
+    workers.push(await pool.acquire('light'))
+  }
+  assert.equal(spawned.data, 2, 'no data worker was forked for a light load')
+  assert.equal(disposed.data, 2)
+  // all four busy: a data request waits for a release, then gets a worker of its own flavor
+  const dataWorker = pool.acquire('data')
+  pool.release(workers.shift() as never)
+  assert.match((await dataWorker).id, /^data\//)
+  await pool.close()
+})
+
+test('when the load turns from one flavor to the other, the warm workers turn with it', async () => {
+  const { pino } = await import('pino')
+  const { WorkerPool } = await import('../../../src/pool/worker-pool.ts')
+  const { ZygoteSet } = await import('../../../src/pool/zygotes.ts')
+  const makeZygote = (flavor: string) => {
+    let count = 0
+    return {
+      name: flavor,
+      isAlive: true,
+      freeSlots: 64,
+      exited: new Promise(() => {}),
+      waitForFreeSlot: async () => {},
+      spawnWorker: async () => ({ id: `${flavor}/s${++count}/1`, isAlive: true, lastRunMs: null, exited: new Promise(() => {}), dispose: () => {} }),
+      slotStates: () => ({}),
+      close: async () => {},
+    }
+  }
+  const log = pino({ level: 'silent' })
+  const pool = new WorkerPool({
+    data: await ZygoteSet.start(1, async () => makeZygote('data') as never, log),
+    light: await ZygoteSet.start(1, async () => makeZygote('light') as never, log),
+  }, { min: 8, max: 8, acquireTimeoutMs: 5_000, maxQueue: 4, log })
+  await pool.ready()
+  const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve)) }
+  const serve = async (flavor: 'data' | 'light', times: number) => {
+    let warm = 0
+    for (let i = 0; i < times; i++) {
+      const before = pool.stats().acquiredWarm
+      pool.release(await pool.acquire(flavor))
+      if (pool.stats().acquiredWarm > before) warm++
+      await settle()
+    }
+    return warm
+  }
+  await serve('light', 40)
+  await serve('data', 40)
+  // a burst of data requests now finds warm data workers, not light ones to retire and forks to wait for
+  const before = pool.stats().acquiredWarm
+  await Promise.all([1, 2, 3, 4, 5, 6].map(async () => await pool.acquire('data')))
+  assert.equal(pool.stats().acquiredWarm - before, 6, 'all six found a warm worker')
+  await pool.close()
 })
