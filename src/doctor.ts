@@ -3,7 +3,8 @@
  * check, what it found and how to fix what is missing. Exits 1 when something blocks running code.
  */
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, statfs } from 'node:fs/promises'
+import { constants, existsSync } from 'node:fs'
+import { mkdir, open, readFile, statfs } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -111,6 +112,24 @@ async function checkDisk (config: Config): Promise<Finding> {
     : found('disk', `${gib} GiB free in DATA_DIR ${config.dataDir}`)
 }
 
+/**
+ * In a container: whether its root can write the host's sysctls. `systempaths=unconfined` (a jail's fresh
+ * /proc needs it) also lifts Docker's read-only /proc/sys, and root may then set e.g. kernel.core_pattern,
+ * which makes the kernel run a program of its choosing as the host's root; only an LSM profile
+ * (deploy/warden.apparmor) stops that. Write access is decided at open(2): opening changes nothing.
+ */
+async function checkHostSysctls (): Promise<Finding> {
+  const name = 'host sysctls'
+  if (!['/.dockerenv', '/run/.containerenv'].some((marker) => existsSync(marker)) && process.env.KUBERNETES_SERVICE_HOST === undefined) {
+    return found(name, 'not in a container (natively the server is the host\'s root by design)')
+  }
+  const file = await open('/proc/sys/kernel/core_pattern', constants.O_WRONLY).catch(() => null)
+  if (file === null) return found(name, 'the container\'s root cannot write /proc/sys (kernel.core_pattern)')
+  await file.close()
+  return warn(name, 'the container\'s root CAN write the host\'s /proc/sys (kernel.core_pattern): a compromised server would be the host\'s root',
+    'load deploy/warden.apparmor and run with --security-opt apparmor=warden (SECURITY.md, "The container and its host")')
+}
+
 /** The real thing: start the jail as the server would (JAIL=auto falling back included) and run the canaries. */
 async function checkCanary (config: Config): Promise<Finding[]> {
   const services = await startServices(config, pino({ level: 'silent' })).catch((error: Error) => error)
@@ -148,7 +167,7 @@ async function main (): Promise<void> {
     process.exit(1)
   }
   const findings: Finding[] = []
-  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkDisk]) {
+  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkDisk, checkHostSysctls]) {
     const finding = await check(config)
     findings.push(finding)
     print(finding)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
@@ -8,6 +8,18 @@ import { api, availableDrivers, exec, startServer, type RunningServer } from '..
 
 const run = promisify(execFile)
 const WARDEN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'warden')
+
+/** What the doctor's host-sysctls line should say here: a warning only in a container whose root can write /proc/sys. */
+function hostSysctlsMark (): '✓' | '!' {
+  const inContainer = existsSync('/.dockerenv') || existsSync('/run/.containerenv') || process.env.KUBERNETES_SERVICE_HOST !== undefined
+  if (!inContainer) return '✓'
+  try {
+    closeSync(openSync('/proc/sys/kernel/core_pattern', constants.O_WRONLY))
+    return '!'
+  } catch {
+    return '✓'
+  }
+}
 
 function metricValue (text: string, name: string, labels = ''): number {
   const line = text.split('\n').find((candidate) => candidate.startsWith(`${name}${labels} `) || (labels === '' && candidate.startsWith(`${name} `)))
@@ -104,7 +116,7 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   const { stdout } = await run(WARDEN, ['doctor'], { env: { ...process.env, JAIL: 'bwrap' }, timeout: 120_000 })
   const lines = stdout.trim().split('\n')
   assert.deepEqual(lines.map((line) => line.split(':')[0]), [
-    '✓ jail driver', '✓ user namespaces', '✓ cgroups', '✓ seccomp', '✓ python', '✓ disk', '✓ canary execution',
+    '✓ jail driver', '✓ user namespaces', '✓ cgroups', '✓ seccomp', '✓ python', '✓ disk', `${hostSysctlsMark()} host sysctls`, '✓ canary execution',
   ])
   const { stdout: bwrapVersion } = await run('bwrap', ['--version'])
   assert.ok(lines[0]?.includes(`bwrap ${bwrapVersion.trim().replace(/^bubblewrap\s*/, '')}`), lines[0])
@@ -113,7 +125,7 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   const { stdout: numpy } = await run('/usr/bin/python3', ['-c', 'import numpy; print(numpy.__version__)'])
   assert.ok(lines[4]?.includes(`numpy=${numpy.trim()}`), lines[4])
   // seven isolation checks for each zygote's jail (data and light), then the memory, pids and leftover canaries
-  assert.match(lines[6] ?? '', /17 checks passed in a real bwrap jail/)
+  assert.match(lines[7] ?? '', /17 checks passed in a real bwrap jail/)
 })
 
 test('warden doctor names what is missing, with the fix, and exits 1', async () => {
