@@ -59,6 +59,14 @@ if sh -ec "$BLOCK" && wait_ready "$URL" 900 warden; then
     else
       pass "$MODE container: the server's view cannot raise the container's own limits (nsdelegate)"
     fi
+  else
+    # v1 has no nsdelegate: the container's own cgroup is the root of the server's view; writing its limit
+    # back unchanged shows whether the server could raise it
+    if docker exec warden $view sh -c 'v=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) && echo $v > /sys/fs/cgroup/memory/memory.limit_in_bytes' 2>/dev/null; then
+      info "$MODE container: the server's view CAN rewrite the container's own memory limit (v1 has no nsdelegate)"
+    else
+      info "$MODE container: the server's view cannot rewrite the container's own memory limit"
+    fi
   fi
   state=$(docker inspect -f '{{.State.Status}} restarts={{.RestartCount}} health={{.State.Health.Status}}' warden)
   case $state in
