@@ -7,7 +7,7 @@ import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
 import { collectRun, type CollectedRun } from './collect-run.ts'
 import { resolveInputs, toWorkerInputs, type InputRef } from './inputs.ts'
-import type { LanguageDescriptor } from './languages/index.ts'
+import { programFor, type LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
 import { OutputCollector } from './outputs.ts'
 
@@ -57,12 +57,13 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const executionId = newId()
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, executionId, request.identity, limits)
+  const program = programFor(request.language, { code: request.code, limits })
   const worker = await workers.acquire()
   const acquireMs = clock.lap()
   let run: CollectedRun
   try {
     run = await collectRun(worker.start({
-      program: request.language.program,
+      program,
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
@@ -85,7 +86,7 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
   clock.lap()
-  const outcome = classifyOutcome(run, limits, timeoutMs)
+  const outcome = classifyOutcome(run, limits, timeoutMs, program)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
   const files = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
   const notes = [...run.notes, ...outputs.notes()]

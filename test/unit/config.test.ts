@@ -43,6 +43,7 @@ test('an environment with only AUTH=none loads every documented default', () => 
   })
   assert.deepEqual(config.limits, {
     timeoutMs: 30_000,
+    compileTimeoutMs: 15_000,
     memoryBytes: 512 * MiB,
     pidsMax: 128,
     cpus: 1,
