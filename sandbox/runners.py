@@ -34,6 +34,8 @@ class RunOutcome:
     failed_step: str | None = None
     interrupted: bool = False
     step_timed_out: bool = False
+    # the program ran in an interpreter started before the job (prepared.py)
+    prepared: bool = False
 
 
 class Interrupts:

@@ -122,6 +122,7 @@ const pool = slice({
   mode: ['POOL_MODE', z.enum(['warm', 'cold']).default('warm')],
   maxQueue: ['MAX_QUEUE', decimal({ min: 0, max: 100_000 }).default(64)],
   queueTimeoutMs: ['QUEUE_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
+  preparedMax: ['PREPARED_MAX', decimal({ min: 0, max: 256 }).default(4)],
 })
 
 const live = slice({

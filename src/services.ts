@@ -8,6 +8,7 @@ import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
+import { PreparedWorkers } from './pool/prepared-workers.ts'
 import { WorkerPool, type PoolStats, type WorkerProvider } from './pool/worker-pool.ts'
 import { Zygote, channelDirFor } from './pool/zygote.ts'
 import { ZygoteSet } from './pool/zygotes.ts'
@@ -21,6 +22,8 @@ import { openLocalFileStore } from './storage/local-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
+/** a language's prepared workers go after this long without a request for it */
+const PREPARED_IDLE_MS = 10 * 60_000
 const VERSION = '0.1.0'
 
 /** What /health reports, as the services know it; api/health.ts shapes it for the wire. */
@@ -99,7 +102,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   // a live worker adopts a warm worker when one is ready (no fork on a kernel's first cell), else forks one
   const live = zygotes === null
     ? null
-    : new LiveWorkers({ spawn: async () => (pool instanceof WorkerPool ? await pool.adopt() : null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
+    : new LiveWorkers({ spawn: async () => (await pool.adopt?.() ?? null) ?? await zygotes.spawn() }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
   const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
@@ -149,7 +152,9 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     onSpawn,
     log,
   })
-  return { pool, zygotes }
+  if (config.pool.preparedMax === 0) return { pool, zygotes }
+  // interpreters (Node, TypeScript, R) started ahead for the languages in use (sandbox/prepared.py)
+  return { pool: new PreparedWorkers(pool, { max: config.pool.preparedMax, idleMs: PREPARED_IDLE_MS, log: log.child({ component: 'prepared' }) }), zygotes }
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {

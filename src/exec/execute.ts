@@ -1,7 +1,7 @@
 import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import type { RunPhases } from '../pool/run.ts'
+import type { Program, RunPhases } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
@@ -31,14 +31,16 @@ export interface ExecutionResult {
   outcome: Outcome
   wallMs: number
   phases: ExecutionPhases
+  /** the program ran in an interpreter started ahead of it (a prepared worker) */
+  prepared: boolean
 }
 
 /** ms spent in each step of one execution */
 export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: RunPhases, storeMs: number }
 
-/** What an execution needs from the pool: a worker, given back after its one run. */
+/** What an execution needs from the pool: a worker (prepared for `program` when one is), given back after its one run. */
 export interface WorkerSource {
-  acquire (): Promise<Worker>
+  acquire (program?: Program): Promise<Worker>
   release (worker: Worker): void
 }
 
@@ -58,7 +60,7 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, executionId, request.identity, limits)
   const program = programFor(request.language, { code: request.code, limits })
-  const worker = await workers.acquire()
+  const worker = await workers.acquire(program)
   const acquireMs = clock.lap()
   let run: CollectedRun
   try {
@@ -101,6 +103,8 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     outcome,
     wallMs: run.wallMs,
     phases: { resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
+    // a run the server stopped reported nothing: it ran prepared if its worker was
+    prepared: run.prepared || (run.vanished && worker.preparedKey !== null),
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
+import type { Program } from './run.ts'
 import type { Worker } from './worker.ts'
 import { ZygoteSet } from './zygotes.ts'
 
@@ -31,15 +32,23 @@ export interface PoolStats {
   jailsStarted: number
   /** worker slots of all zygotes by state (free, spawning, occupied, cleaning, dead) */
   slots: Record<string, number>
+  /** interpreters started ahead and waiting for a program, by language (prepared-workers.ts) */
+  prepared?: Record<string, number>
+  /** executions of a preparable language that found a prepared worker, and that did not */
+  preparedHits?: number
+  preparedMisses?: number
 }
 
 /** What the server needs from a source of single-use workers: the warm pool, or the cold baseline (cold-workers.ts). */
 export interface WorkerProvider {
-  acquire (): Promise<Worker>
+  /** a worker for one execution; `program` lets a provider hand out one prepared for it (prepared-workers.ts) */
+  acquire (program?: Program): Promise<Worker>
   release (worker: Worker): void
   stats (): PoolStats
   ready (): Promise<void>
   close (): Promise<void>
+  /** a warm worker taken for good (a kernel's), or null when none is coming soon; absent in the cold baseline */
+  adopt? (): Promise<Worker | null>
 }
 
 function poolUnavailable (message: string): WardenError {

@@ -5,6 +5,8 @@
  */
 
 export interface LanguagePrograms {
+  /** prints `hello, world` */
+  hello: string
   /** computes, prints its args, reads an input and writes an output (see above) */
   main: string
   /** does not compile; `compileMessage` is in the compiler's output. Absent for interpreted languages */
@@ -76,6 +78,7 @@ const C_NETWORK_AND_FORK_BOMB = c([
 
 export const PROGRAMS: Record<string, LanguagePrograms> = {
   py: {
+    hello: "print('hello, world')\n",
     main: c([
       'import sys',
       "nums = [int(line) for line in open('/mnt/data/numbers.txt') if line.strip()]",
@@ -106,6 +109,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   bash: {
+    hello: 'echo "hello, world"\n',
     main: c([
       'sum=0',
       'while read -r n; do [ -n "$n" ] && sum=$((sum + n)); done < /mnt/data/numbers.txt',
@@ -118,6 +122,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     memoryBomb: 'a=xxxxxxxxxx\nwhile true; do a="$a$a"; done\n',
   },
   js: {
+    hello: "console.log('hello, world')\n",
     main: JS_MAIN,
     runtimeError: "console.log('before')\nthrow new Error('boom 42')\n",
     sleep: "console.log('started')\nsetTimeout(() => {}, 600_000)\n",
@@ -125,6 +130,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     networkAndForkBomb: JS_NETWORK_AND_FORK_BOMB,
   },
   ts: {
+    hello: "const greeting: string = 'hello, world'\nconsole.log(greeting)\n",
     main: c([
       "import * as fs from 'fs'",
       'interface Summary { sum: number, sorted: number[] }',
@@ -144,6 +150,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     networkAndForkBomb: JS_NETWORK_AND_FORK_BOMB.replace('function bomb (made) {', 'function bomb (made: number): void {'),
   },
   c: {
+    hello: '#include <stdio.h>\nint main(void) {\n  puts("hello, world");\n  return 0;\n}\n',
     main: c([
       '#include <stdio.h>',
       '#include <stdlib.h>',
@@ -152,16 +159,20 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
       '  return (x > y) - (x < y);',
       '}',
       'int main(int argc, char **argv) {',
-      '  long nums[1000], sum = 0;',
-      '  int n = 0;',
+      '  size_t n = 0, capacity = 1024;',
+      '  long *nums = malloc(capacity * sizeof *nums), sum = 0, value;',
       '  FILE *in = fopen("/mnt/data/numbers.txt", "r");',
-      '  while (n < 1000 && fscanf(in, "%ld", &nums[n]) == 1) sum += nums[n++];',
+      '  while (fscanf(in, "%ld", &value) == 1) {',
+      '    if (n == capacity) nums = realloc(nums, (capacity *= 2) * sizeof *nums);',
+      '    nums[n++] = value;',
+      '    sum += value;',
+      '  }',
       '  fclose(in);',
       '  printf("sum=%ld\\n", sum);',
       '  for (int i = 1; i < argc; i++) printf("arg:%s\\n", argv[i]);',
-      '  qsort(nums, n, sizeof nums[0], compare);',
+      '  qsort(nums, n, sizeof *nums, compare);',
       '  FILE *out = fopen("/mnt/data/sorted.txt", "w");',
-      '  for (int i = 0; i < n; i++) fprintf(out, "%ld\\n", nums[i]);',
+      '  for (size_t i = 0; i < n; i++) fprintf(out, "%ld\\n", nums[i]);',
       '  fclose(out);',
       '  return 0;',
       '}',
@@ -174,6 +185,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     networkAndForkBomb: C_NETWORK_AND_FORK_BOMB,
   },
   cpp: {
+    hello: '#include <iostream>\nint main() {\n  std::cout << "hello, world" << std::endl;\n}\n',
     main: c([
       '#include <algorithm>',
       '#include <fstream>',
@@ -198,6 +210,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     networkAndForkBomb: C_NETWORK_AND_FORK_BOMB,
   },
   java: {
+    hello: 'public class Main {\n  public static void main(String[] args) {\n    System.out.println("hello, world");\n  }\n}\n',
     // a helper class first and a public class not named Main: Warden finds both the file name and the main class
     main: c([
       'import java.nio.file.Files;',
@@ -262,6 +275,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   php: {
+    hello: '<?php\necho "hello, world\\n";\n',
     main: c([
       '<?php',
       "$nums = array_map('intval', array_filter(file('/mnt/data/numbers.txt', FILE_IGNORE_NEW_LINES), 'strlen'));",
@@ -287,6 +301,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   rs: {
+    hello: 'fn main() {\n    println!("hello, world");\n}\n',
     main: c([
       'use std::fs;',
       'fn main() {',
@@ -325,6 +340,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   go: {
+    hello: 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hello, world")\n}\n',
     main: c([
       'package main',
       '',
@@ -399,6 +415,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   d: {
+    hello: 'import std.stdio;\n\nvoid main() {\n    writeln("hello, world");\n}\n',
     main: c([
       'import std.algorithm, std.array, std.conv, std.file, std.stdio, std.string;',
       '',
@@ -442,41 +459,65 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   f90: {
+    hello: "program hello\n  print '(a)', 'hello, world'\nend program hello\n",
     main: c([
       'program sort_numbers',
       '  implicit none',
-      '  integer(8) :: nums(1000), value',
-      '  integer :: n, i, j, status, length',
+      '  integer(8), allocatable :: nums(:)',
+      '  integer(8) :: value',
+      '  integer :: n, i, status, length',
       '  character(len=256) :: arg',
-      '  n = 0',
       "  open(unit=10, file='/mnt/data/numbers.txt', status='old', action='read')",
+      '  n = 0',
       '  do',
       '    read(10, *, iostat=status) value',
       '    if (status /= 0) exit',
       '    n = n + 1',
-      '    nums(n) = value',
+      '  end do',
+      '  allocate(nums(n))',
+      '  rewind(10)',
+      '  do i = 1, n',
+      '    read(10, *) nums(i)',
       '  end do',
       '  close(10)',
-      "  write(*, '(a, i0)') 'sum=', sum(nums(1:n))",
+      "  write(*, '(a, i0)') 'sum=', sum(nums)",
       '  do i = 1, command_argument_count()',
       '    call get_command_argument(i, arg, length)',
       "    write(*, '(a, a)') 'arg:', arg(1:length)",
       '  end do',
-      '  do i = 2, n',
-      '    value = nums(i)',
-      '    j = i - 1',
-      '    do while (j >= 1)',
-      '      if (nums(j) <= value) exit',
-      '      nums(j + 1) = nums(j)',
-      '      j = j - 1',
-      '    end do',
-      '    nums(j + 1) = value',
-      '  end do',
+      '  call heap_sort(nums)',
       "  open(unit=11, file='/mnt/data/sorted.txt', status='replace', action='write')",
       '  do i = 1, n',
       "    write(11, '(i0)') nums(i)",
       '  end do',
       '  close(11)',
+      'contains',
+      '  subroutine heap_sort(a)',
+      '    integer(8), intent(inout) :: a(:)',
+      '    integer :: last',
+      '    do last = size(a) / 2, 1, -1',
+      '      call sift_down(a, last, size(a))',
+      '    end do',
+      '    do last = size(a), 2, -1',
+      '      a([1, last]) = a([last, 1])',
+      '      call sift_down(a, 1, last - 1)',
+      '    end do',
+      '  end subroutine',
+      '  subroutine sift_down(a, first, last)',
+      '    integer(8), intent(inout) :: a(:)',
+      '    integer, intent(in) :: first, last',
+      '    integer :: root, child',
+      '    root = first',
+      '    do while (2 * root <= last)',
+      '      child = 2 * root',
+      '      if (child < last) then',
+      '        if (a(child) < a(child + 1)) child = child + 1',
+      '      end if',
+      '      if (a(root) >= a(child)) return',
+      '      a([root, child]) = a([child, root])',
+      '      root = child',
+      '    end do',
+      '  end subroutine',
       'end program sort_numbers',
     ]),
     compileError: { code: 'program broken\n  implicit none\n  total = 1\nend program broken\n', compileMessage: /main\.f90:3:7:[\s\S]*Error: Symbol .total. at \(1\) has no IMPLICIT type/ },
@@ -546,6 +587,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     ]),
   },
   r: {
+    hello: 'cat("hello, world\\n")\n',
     main: c([
       'nums <- as.numeric(readLines("/mnt/data/numbers.txt"))',
       'nums <- nums[!is.na(nums)]',

@@ -97,6 +97,7 @@ test('explicit values reach their config fields', () => {
     POOL_MAX: '256',
     ZYGOTES: '16',
     POOL_MODE: 'cold',
+    PREPARED_MAX: '0',
   })
   assert.equal(config.host, '0.0.0.0')
   assert.equal(config.port, 0)
@@ -120,7 +121,7 @@ test('explicit values reach their config fields', () => {
   assert.equal(config.limits.maxStdoutBytes, 4096)
   assert.equal(config.limits.maxStderrBytes, 2048)
   assert.equal(config.limits.maxOutputFiles, 10_000)
-  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000 })
+  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000, preparedMax: 0 })
 })
 
 test('an empty PRELOAD_MODULES preloads nothing', () => {

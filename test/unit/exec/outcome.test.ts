@@ -22,6 +22,7 @@ function run (changes: Partial<CollectedRun> = {}): CollectedRun {
     protocolViolation: null,
     jailLost: false,
     stepTimedOut: false,
+    prepared: false,
     interrupted: false,
     failure: null,
     deletedInputs: [],
