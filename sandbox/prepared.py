@@ -8,8 +8,10 @@ waits for its program on a FIFO in the worker's private /tmp. The worker is stil
 interpreter runs the one program of the job that follows, and the worker exits after it.
 
 The program reaches the interpreter one of two ways (the language's descriptor says which):
-- `job`: a bootstrap reads {"source": path, "args": [...]} from {dir}/job and runs the source file as its
-  main program (Node's Module.runMain), the file having been written as in a cold run;
+- `job`: a bootstrap reads the source path, the program's target (what the last step's argv names just
+  before the args: Node's script, Java's main class) and the args, each ended by a NUL, from {dir}/job,
+  and runs the target as its main program (Node's Module.runMain), the source having been written as in
+  a cold run;
 - `source`: the source file is itself the FIFO, which the interpreter reads its program from as it would
   read the file (Rscript main.R); the worker writes the `prefix` (which hands over the args) and the code.
 
@@ -93,7 +95,7 @@ class Prepared:
                 os.unlink(path)
         return False
 
-    def run(self, code: str, args: list[str], steps: list[dict], cpu_seconds: int, interrupts: runners.Interrupts) -> runners.RunOutcome:
+    def run(self, code: str, source_file: str, args: list[str], steps: list[dict], cpu_seconds: int, interrupts: runners.Interrupts) -> runners.RunOutcome:
         """Hand the program over and wait for the interpreter's end, as run_steps waits for a step's."""
         self._limit_cpu(cpu_seconds)
         interrupts.child_group = self.pid
@@ -101,8 +103,10 @@ class Prepared:
             if self.handoff == "source":
                 payload = self.prefix.replace("{args_items}", ", ".join(json.dumps(arg, ensure_ascii=False) for arg in args)) + code
             else:
-                runners.write_source(os.path.basename(self.source), code)
-                payload = json.dumps({"source": self.source, "args": args})
+                source = runners.write_source(source_file, code)
+                run_argv = list(steps[-1]["argv"])
+                target = runners.expand(run_argv[run_argv.index("{args}") - 1 : run_argv.index("{args}")], [], source)
+                payload = "".join(field + "\0" for field in [source, *target, *args])
             self._write(payload.encode("utf-8", errors="surrogateescape"))
             os.close(self.feed_fd)  # type: ignore[arg-type]
             self.feed_fd = None

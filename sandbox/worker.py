@@ -136,7 +136,7 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     elif job["runner"] == "python":
         outcome = runners.run_python(job["code"], args, main, interrupts)
     elif job["runner"] == "steps" and interpreter is not None and interpreter.takes(job):
-        outcome = interpreter.run(job["code"], args, job["steps"], int(job["cpu_seconds"]), interrupts)
+        outcome = interpreter.run(job["code"], job["source_file"], args, job["steps"], int(job["cpu_seconds"]), interrupts)
     elif job["runner"] == "steps":
         outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
     else:

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import { before, describe, test } from 'node:test'
-import { checkLanguages, LIBRECHAT_LANGUAGES, resolveLanguage } from '../../src/exec/languages/index.ts'
+import { checkLanguages, LIBRECHAT_LANGUAGES, programFor, resolveLanguage } from '../../src/exec/languages/index.ts'
 import { USER_ID, codeTool, downloadAsLibreChat, injectedFromUpload, invoke, uploadAsLibreChat, type CodeEnvFile, type ToolResult } from '../helpers/librechat.ts'
 import { MAIN_ARGS, MAIN_INPUT, MAIN_SORTED, MAIN_STDOUT, PROGRAMS, type LanguagePrograms } from '../helpers/programs.ts'
 import { api, availableDrivers, startServer, suiteContext, type RunningServer } from '../helpers/server.ts'
@@ -11,7 +11,7 @@ import { api, availableDrivers, startServer, suiteContext, type RunningServer } 
  * installed jail driver: a program that computes, takes args, reads an input from /mnt/data and writes an
  * output that downloads; a compile error; a runtime error; the time limit; a memory bomb; no network and
  * a fork bomb. Twice per driver: every language as processes the worker starts (PREPARED_MAX=0), and
- * the languages with a prepared interpreter (Node, TypeScript, R) in workers that started it ahead,
+ * the languages with a prepared interpreter (Node, TypeScript, Java, R) in workers that started it ahead,
  * each run waiting until one is ready. The runs start together in `before` (the CPU-bound ones a few at
  * a time, the sleeping ones all at once) and each test awaits its own, so a suite takes about as long as
  * its slowest language rather than the sum of all.
@@ -92,8 +92,9 @@ const sorted = (list: Iterable<string>) => [...list].sort()
 const INSTALLED = checkLanguages().available
 const isInstalled = (lang: string) => INSTALLED.some((language) => language === resolveLanguage(lang))
 const hasPreparedInterpreter = (lang: string) => {
-  const program = resolveLanguage(lang)?.program
-  return typeof program === 'object' && program.runner === 'steps' && program.prepare !== undefined
+  const language = resolveLanguage(lang)
+  const program = language === null ? null : programFor(language, { code: '', limits: { memoryBytes: MEMORY_LIMIT_MB * 2 ** 20, cpus: 1, compileTimeoutMs: 15_000 } })
+  return program?.runner === 'steps' && program.prepare !== undefined
 }
 
 /** Until the server has a prepared worker for `id` (from /health); the first run of a language starts one. */
@@ -108,7 +109,7 @@ async function preparedWorkerReady (server: RunningServer, id: string): Promise<
 
 const MODES = [
   { prepared: false, title: 'every LibreChat language through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter(isInstalled) },
-  { prepared: true, title: 'Node, TypeScript and R in prepared workers through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter((lang) => isInstalled(lang) && hasPreparedInterpreter(lang)) },
+  { prepared: true, title: 'Node, TypeScript, Java and R in prepared workers through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter((lang) => isInstalled(lang) && hasPreparedInterpreter(lang)) },
 ]
 
 for (const driver of availableDrivers()) {

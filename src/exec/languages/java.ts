@@ -47,6 +47,76 @@ function braceDepths (text: string): number[] {
 }
 
 /**
+ * The prepared JVM (sandbox/prepared.py): javac is loaded and compiles a small program once, so the JIT
+ * has compiled it, then the JVM waits for its job. It compiles the
+ * program with the same javac (its errors print as the command line's do; a failure before `S` is a
+ * compile error), then runs the main class in a class loader of its own, and an uncaught exception ends
+ * the JVM as `java Main` would, its stack trace without this class's frames.
+ */
+const PREPARE = `import java.io.FileOutputStream;
+import java.io.OutputStream;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.net.URL;
+import java.net.URLClassLoader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import javax.tools.JavaCompiler;
+import javax.tools.ToolProvider;
+
+public class Prepare {
+  public static void main(String[] ignored) throws Throwable {
+    Path dir = Path.of("/tmp/.warden");
+    JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
+    Files.writeString(dir.resolve("Warm.java"), WARM);
+    javac.run(null, OutputStream.nullOutputStream(), OutputStream.nullOutputStream(), "-d", dir.resolve("warm").toString(), dir.resolve("Warm.java").toString());
+    String[] job;
+    try (OutputStream signal = new FileOutputStream("/tmp/.warden/signal")) {
+      signal.write('L');
+      signal.flush();
+      job = new String(Files.readAllBytes(dir.resolve("job")), StandardCharsets.UTF_8).split("\\0", -1);
+      int status = javac.run(null, null, null, "-encoding", "UTF-8", "-d", dir.resolve("classes").toString(), job[0]);
+      if (status != 0) System.exit(status);
+      signal.write('S');
+    }
+    URLClassLoader loader = new URLClassLoader(new URL[] { dir.resolve("classes").toUri().toURL() }, ClassLoader.getPlatformClassLoader());
+    Thread.currentThread().setContextClassLoader(loader);
+    Method main = Class.forName(job[1], false, loader).getMethod("main", String[].class);
+    try {
+      main.invoke(null, (Object) Arrays.copyOfRange(job, 2, job.length - 1));
+    } catch (InvocationTargetException error) {
+      Throwable cause = error.getCause();
+      StackTraceElement[] frames = cause.getStackTrace();
+      int own = 0;
+      while (own < frames.length && !frames[own].getClassName().startsWith("jdk.internal.reflect.") && !frames[own].getClassName().equals("java.lang.reflect.Method")) own++;
+      cause.setStackTrace(Arrays.copyOf(frames, own));
+      throw cause;
+    }
+  }
+
+  static final String WARM = """
+    import java.util.*;
+    import java.util.stream.*;
+    public class Warm {
+      record Point(int x, int y) {}
+      interface Shape { double area(); }
+      public static void main(String[] args) throws Exception {
+        List<Point> points = new ArrayList<>();
+        for (int i = 0; i < 10; i++) points.add(new Point(i, i * i));
+        Map<Boolean, List<Integer>> parts = points.stream().map(Point::y).collect(Collectors.partitioningBy(y -> y % 2 == 0));
+        Shape circle = () -> Math.PI;
+        StringBuilder text = new StringBuilder(String.format("%d %.2f %s%n", points.size(), circle.area(), parts));
+        try { Integer.parseInt(args.length > 0 ? args[0] : "x"); } catch (NumberFormatException e) { text.append(e.getMessage()); }
+        System.out.println(text);
+      }
+    }
+    """;
+}
+`
+
+/**
  * javac, then java, each with the execution's memory and CPU (the JVM cannot see its cgroup): the heap
  * gets 60% of the memory limit, so a heap bomb ends in Java's own OutOfMemoryError, not a kill. javac
  * runs with the client compiler only (a third faster for a snippet); the program gets the full JIT.
@@ -68,6 +138,13 @@ export default {
         },
         { name: 'run', argv: ['/usr/bin/java', ...jvm, '-cp', '{dir}/classes', entry.mainClass, '{args}'] },
       ],
+      // compiled first (not run by the source launcher, which trims stack traces its own way)
+      prepare: {
+        key: 'java',
+        argv: ['/bin/sh', '-c', `/usr/bin/javac ${jvm.map((flag) => `-J${flag}`).join(' ')} -J-XX:TieredStopAtLevel=1 -d /tmp/.warden/boot /tmp/.warden/Prepare.java && exec /usr/bin/java ${jvm.join(' ')} -cp /tmp/.warden/boot Prepare`],
+        handoff: 'job',
+        files: { 'Prepare.java': PREPARE },
+      },
     }
   },
   requires: ['/usr/bin/javac', '/usr/bin/java'],

@@ -9,8 +9,8 @@ export const NODE_PREPARE = `'use strict'
 const fs = require('fs')
 const signal = fs.openSync('/tmp/.warden/signal', 'w')
 fs.writeSync(signal, 'L')
-const job = JSON.parse(fs.readFileSync('/tmp/.warden/job', 'utf8'))
-process.argv = [process.argv[0], job.source, ...job.args]
+const [, script, ...args] = fs.readFileSync('/tmp/.warden/job', 'utf8').split('\\0').slice(0, -1)
+process.argv = [process.argv[0], script, ...args]
 fs.writeSync(signal, 'S')
 fs.closeSync(signal)
 require('module').runMain()

@@ -43,11 +43,11 @@ let ts = require(${JSON.stringify(TYPESCRIPT)})
 ts.transpileModule('const warm: number = 1; export default warm', { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, inlineSourceMap: true } })
 const signal = fs.openSync('/tmp/.warden/signal', 'w')
 fs.writeSync(signal, 'L')
-const job = JSON.parse(fs.readFileSync('/tmp/.warden/job', 'utf8'))
-if (!transpile(ts, job.source)) process.exit(1)
+const [source, script, ...args] = fs.readFileSync('/tmp/.warden/job', 'utf8').split('\\0').slice(0, -1)
+if (!transpile(ts, source)) process.exit(1)
 ts = null
 for (const name of Object.keys(require.cache)) if (name.startsWith(${JSON.stringify(TYPESCRIPT + '/')})) delete require.cache[name]
-process.argv = [process.argv[0], job.source.replace(/\\.ts$/, '.js'), ...job.args]
+process.argv = [process.argv[0], script, ...args]
 fs.writeSync(signal, 'S')
 fs.closeSync(signal)
 require('module').runMain()
