@@ -20,8 +20,11 @@ export interface OutputFile {
   abort (): Promise<void>
 }
 
-/** One step of a program run as processes (compile, then run): `{source}`, `{dir}` and `{args}` are filled in by the worker. */
-export interface ProgramStep { name: string, argv: string[], timeoutMs?: number, env?: Record<string, string> }
+/**
+ * One step of a program run as processes (compile, then run): `{source}`, `{dir}` and `{args}` are filled
+ * in by the worker. `stdoutToStderr`: the step's stdout goes to stderr (a compiler printing its messages there).
+ */
+export interface ProgramStep { name: string, argv: string[], timeoutMs?: number, env?: Record<string, string>, stdoutToStderr?: boolean }
 
 /**
  * An interpreter a worker may start before its program is known (sandbox/prepared.py): `argv` runs it,
@@ -272,7 +275,13 @@ export class Run {
         ? {
             source_file: program.sourceFile,
             env: program.env ?? {},
-            steps: program.steps.map((step) => ({ name: step.name, argv: step.argv, timeout_ms: step.timeoutMs ?? null, env: step.env ?? {} })),
+            steps: program.steps.map((step) => ({
+              name: step.name,
+              argv: step.argv,
+              timeout_ms: step.timeoutMs ?? null,
+              env: step.env ?? {},
+              ...(step.stdoutToStderr === true ? { stdout_to_stderr: true } : {}),
+            })),
             ...(program.prepare === undefined ? {} : { prepare: { key: program.prepare.key } }),
           }
         : {}),

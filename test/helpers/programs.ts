@@ -591,7 +591,7 @@ export const PROGRAMS: Record<string, LanguagePrograms> = {
     main: c([
       'nums <- as.numeric(readLines("/mnt/data/numbers.txt"))',
       'nums <- nums[!is.na(nums)]',
-      'cat("sum=", sum(nums), "\\n", sep = "")',
+      'cat("sum=", sprintf("%.0f", sum(nums)), "\\n", sep = "")',
       'for (arg in commandArgs(trailingOnly = TRUE)) cat("arg:", arg, "\\n", sep = "")',
       'writeLines(format(sort(nums), scientific = FALSE, trim = TRUE), "/mnt/data/sorted.txt")',
     ]),

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { accessSync, constants, readdirSync } from 'node:fs'
+import { accessSync, constants, existsSync, readdirSync, realpathSync } from 'node:fs'
 import path from 'node:path'
 import { test } from 'node:test'
 import { checkLanguages, LANGUAGES, LIBRECHAT_LANGUAGES, programFor, resolveLanguage, SUPPORTED_LANGUAGES, type LanguageDescriptor } from '../../../src/exec/languages/index.ts'
@@ -97,13 +97,30 @@ test('programFor gives every step before the last the compile limit, and leaves 
 test('compiled languages compile then run the binary with the user\'s args; interpreters run the source with them', () => {
   for (const lang of ['c', 'cpp', 'rs', 'go', 'd', 'f90']) {
     const program = programFor(language(lang), { code: '', limits: LIMITS })
-    assert.deepEqual(steps(program).map((step) => step.name), ['compile', 'run'], lang)
-    assert.deepEqual(steps(program)[1]?.argv, ['{dir}/main', '{args}'], lang)
+    const names = steps(program).map((step) => step.name)
+    assert.equal(names[0], 'compile', lang)
+    assert.equal(names.at(-1), 'run', lang)
+    assert.deepEqual(steps(program).at(-1)?.argv, ['{dir}/main', '{args}'], lang)
     assert.ok(steps(program)[0]?.argv.includes('{source}'), lang)
   }
   for (const lang of ['js', 'php', 'r', 'bash']) {
     const argv = steps(programFor(language(lang), { code: '', limits: LIMITS }))[0]?.argv ?? []
     assert.deepEqual(argv.slice(-2), ['{source}', '{args}'], lang)
+  }
+})
+
+test('Go: one file is compiled and linked by the toolchain\'s own tools when the standard library comes compiled; cgo needs go build', { skip: !existsSync('/usr/bin/go') && 'Go is not installed' }, () => {
+  const plain = steps(programFor(language('go'), { code: 'package main\nimport "fmt"\nfunc main() { fmt.Println(1) }', limits: LIMITS }))
+  const prebuilt = existsSync(`${path.dirname(path.dirname(realpathSync('/usr/bin/go')))}/pkg/linux_amd64/fmt.a`)
+  if (prebuilt) {
+    assert.deepEqual(plain.map((step) => step.name), ['compile', 'link', 'run'])
+    assert.match(plain[0]?.argv[0] ?? '', /\/pkg\/tool\/linux_\w+\/compile$/)
+  } else {
+    assert.deepEqual(plain.map((step) => step.name), ['compile', 'run'])
+  }
+  for (const cgo of ['package main\n\nimport "C"\n\nfunc main() {}', 'package main\n\nimport (\n\t"fmt"\n\t"C"\n)\n']) {
+    const built = steps(programFor(language('go'), { code: cgo, limits: LIMITS }))
+    assert.deepEqual(built[0]?.argv.slice(0, 2), ['/usr/bin/go', 'build'], cgo)
   }
 })
 

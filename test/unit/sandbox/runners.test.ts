@@ -13,7 +13,7 @@ const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 
 interface Outcome { exit_code: number, signal: number | null, failed_step: string | null, step_timed_out: boolean, ms: number }
 
-function runSteps (steps: Array<{ name: string, argv: string[], timeout_ms?: number }>, code = 'echo "$1"', args: string[] = []): Outcome & { stdout: string } {
+function runSteps (steps: Array<{ name: string, argv: string[], timeout_ms?: number, stdout_to_stderr?: boolean }>, code = 'echo "$1"', args: string[] = []): Outcome & { stdout: string, stderr: string } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'warden-runners-'))
   try {
     const script = `
@@ -29,7 +29,7 @@ print("\\nOUTCOME " + json.dumps({**dataclasses.asdict(outcome), "ms": (time.mon
     const result = spawnSync(python, ['-c', script, JSON.stringify(steps), code, JSON.stringify(args)], { encoding: 'utf8', timeout: 30_000 })
     assert.equal(result.status, 0, result.stderr)
     const [stdout, outcome] = result.stdout.split('\nOUTCOME ')
-    return { ...JSON.parse(outcome ?? '{}') as Outcome, stdout: stdout ?? '' }
+    return { ...JSON.parse(outcome ?? '{}') as Outcome, stdout: stdout ?? '', stderr: result.stderr }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -66,4 +66,14 @@ test('a step past its own time limit is killed with its whole process group and 
 test('a step that ends by a signal of its own is reported with the signal, not as timed out', () => {
   const outcome = runSteps([{ name: 'run', argv: ['/bin/sh', '-c', 'kill -SEGV $$'] }])
   assert.deepEqual([outcome.signal, outcome.failed_step, outcome.step_timed_out], [11, 'run', false])
+})
+
+test('a step marked stdout_to_stderr writes its stdout to stderr (a compiler printing its messages there)', () => {
+  const outcome = runSteps([
+    { name: 'compile', argv: ['/bin/sh', '-c', 'echo "main.go:4:2: undefined: x"; exit 2'], stdout_to_stderr: true },
+    { name: 'run', argv: ['/bin/sh', '-c', 'echo must not run'] },
+  ])
+  assert.equal(outcome.stdout, '')
+  assert.equal(outcome.stderr, 'main.go:4:2: undefined: x\n')
+  assert.deepEqual([outcome.exit_code, outcome.failed_step], [2, 'compile'])
 })
