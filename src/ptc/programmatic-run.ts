@@ -101,7 +101,7 @@ export class ProgrammaticRun {
     this.run = live.start({ ...prepared.job, tools }, { last: true })
     this.collector = new RunCollector(this.run, prepared.collectLimits, (message) => this.onMessage(message))
     this.collector.result
-      .then(async (collected) => await finishExecution(this.prepared, collected, this.deps, this.acquireMs))
+      .then(async (collected) => await finishExecution(this.prepared, collected, this.deps, { acquireMs: this.acquireMs, preparedWorker: false }))
       .then((result) => this.finish(result), (error: unknown) => this.fail(error))
   }
 
