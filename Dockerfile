@@ -1,5 +1,9 @@
 # syntax=docker/dockerfile:1
 # Warden: one container, no --privileged. See README "Deployment" for the docker run line.
+#
+# Two images (README "Image variants"):
+#   docker build -t warden .                     full: all 13 languages LibreChat offers (the default)
+#   docker build -t warden:slim --target slim .  slim: Python (with its data stack) and Bash only
 
 # nsjail is packaged by neither Debian nor Ubuntu: build the pinned upstream release.
 FROM debian:bookworm-slim AS nsjail
@@ -19,7 +23,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim
+FROM node:20-bookworm-slim AS slim
 # nsjail's runtime libraries, bubblewrap (fallback driver), setpriv (util-linux), tini as PID 1 (it
 # reaps whatever a killed jail leaves to it), and the Python data stack the workers preload and offer.
 RUN apt-get update \
@@ -53,3 +57,17 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:' + (process.env.PORT || 8000) + '/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
 ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/entrypoint.sh"]
 CMD ["/app/bin/warden", "start"]
+
+# Every other language LibreChat's execute_code offers (src/exec/languages/). JavaScript runs on this
+# image's own Node 20 (/usr/local/bin/node): Debian's nodejs would add an older second Node. TypeScript is
+# the npm package, under /usr/local where jails see it. openjdk's postinst needs the man directory that
+# the slim base leaves out.
+FROM slim AS full
+ARG TYPESCRIPT_VERSION=5.9
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      gcc g++ default-jdk-headless php-cli r-base-core golang-go rustc gdc gfortran \
+ && rm -rf /var/lib/apt/lists/* \
+ && npm install -g --no-audit --no-fund "typescript@${TYPESCRIPT_VERSION}" \
+ && npm cache clean --force

@@ -3,13 +3,16 @@
  * prewarming, and report latency, throughput, CPU and memory per scenario. Writes bench/results/latest.json
  * and latest.md. Settings (env): BENCH_URL (target a running server; no CPU/memory figures then),
  * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
- * BENCH_SCENARIOS (all), BENCH_JAIL (auto), BENCH_SKIP_BASELINE.
+ * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (auto),
+ * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
+ * (the lang values to measure; all installed).
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
+import { measureLanguages, renderLanguageTable } from './languages.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
 import { renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
@@ -137,24 +140,38 @@ async function runMode (mode: Mode, levels: number[]): Promise<Row[]> {
   return rows
 }
 
-const warm = await runMode('warm', concurrencies)
-const cold = env.BENCH_SKIP_BASELINE === undefined ? await runMode('cold', baselineConcurrencies) : []
+const wantsRegular = only === undefined || scenarios().some((scenario) => only.includes(scenario.name))
+const warm = wantsRegular ? await runMode('warm', concurrencies) : []
+const cold = wantsRegular && env.BENCH_SKIP_BASELINE === undefined ? await runMode('cold', baselineConcurrencies) : []
 const wantsJupyter = only === undefined || only.some((name) => name.startsWith('jupyter-'))
 const jupyter = env.BENCH_SKIP_BASELINE === undefined && wantsJupyter && existsSync('/usr/bin/jupyter-server') ? await runMode('jupyter-server', baselineConcurrencies) : []
 const kernels = env.BENCH_URL === undefined && wantsJupyter ? await measureIdleKernels() : null
+const languages = env.BENCH_URL === undefined && (only === undefined || only.includes('languages'))
+  ? await measureLanguages({ runs: Number(env.BENCH_LANGUAGE_RUNS ?? 10), jail, only: env.BENCH_LANGUAGES?.split(','), log: (line) => process.stderr.write(`${line}\n`) })
+  : []
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
-const result = {
-  date: new Date().toISOString(),
-  machine,
-  jail,
-  durationPerRunS: durationMs / 1000,
-  rows: [...warm, ...cold, ...jupyter],
-  idleKernels: kernels,
-  targets: targetsMet(warm),
-}
+const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
 await mkdir(outDir, { recursive: true })
-await writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
-await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
-if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
-process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')
+const languageTable = languages.length === 0 ? '' : `## Languages: Warden's warm p50 against the bare toolchain (c=1)\n\n${renderLanguageTable(languages)}\n`
+if (wantsRegular || wantsJupyter) {
+  const result = {
+    date,
+    machine,
+    jail,
+    durationPerRunS: durationMs / 1000,
+    rows: [...warm, ...cold, ...jupyter],
+    idleKernels: kernels,
+    targets: targetsMet(warm),
+  }
+  await writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
+  if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
+  process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')
+}
+// the language rows have files of their own: a run of only them leaves the other results as they were
+if (languages.length > 0) {
+  await writeFile(path.join(outDir, 'languages.json'), JSON.stringify({ date, machine, jail, rows: languages }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'languages.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${languageTable}`)
+  process.stdout.write(`\n${languageTable}`)
+}

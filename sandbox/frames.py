@@ -27,6 +27,7 @@ OUTPUT = ord("O")
 OUTPUT_END = ord("E")
 DONE = ord("X")
 FAILED = ord("F")
+PREPARED = ord("P")
 
 
 class ProtocolError(Exception):

@@ -35,6 +35,8 @@ class RunOutcome:
     failed_step: str | None = None
     interrupted: bool = False
     step_timed_out: bool = False
+    # the program ran in an interpreter started before the job (prepared.py)
+    prepared: bool = False
 
 
 class Interrupts:
@@ -160,7 +162,8 @@ def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], e
     for step in steps:
         argv = expand(list(step["argv"]), args, source)
         timeout_s = step.get("timeout_ms")
-        status, timed_out = _spawn_and_wait(argv, {**env, **step.get("env", {})}, interrupts, None if timeout_s is None else timeout_s / 1000, server)
+        stdout_to_stderr = bool(step.get("stdout_to_stderr"))
+        status, timed_out = _spawn_and_wait(argv, {**env, **step.get("env", {})}, interrupts, None if timeout_s is None else timeout_s / 1000, server, stdout_to_stderr)
         if os.WIFSIGNALED(status):
             return RunOutcome(exit_code=128 + os.WTERMSIG(status), signal=os.WTERMSIG(status), failed_step=step["name"], step_timed_out=timed_out)
         code_ = os.WEXITSTATUS(status)
@@ -169,13 +172,15 @@ def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], e
     return RunOutcome(exit_code=0)
 
 
-def _spawn_and_wait(argv: list[str], env: dict[str, str], interrupts: Interrupts, timeout_s: float | None, server: Any = None) -> tuple[int, bool]:
+def _spawn_and_wait(argv: list[str], env: dict[str, str], interrupts: Interrupts, timeout_s: float | None, server: Any = None, stdout_to_stderr: bool = False) -> tuple[int, bool]:
     """Spawn in its own process group (an interrupt reaches the whole group); kill the group at the timeout."""
     try:
         pid = os.posix_spawn(
             argv[0],
             argv,
             env,
+            # a compiler that prints its messages on stdout (Go's): they are the run's stderr
+            file_actions=[(os.POSIX_SPAWN_DUP2, 2, 1)] if stdout_to_stderr else None,
             setpgroup=0,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM),
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import cells
 import frames
+import prepared
 import runners
 import tools
 import workdir
@@ -105,17 +106,23 @@ def serve(config: WorkerConfig, setup_ms: float) -> None:
     reader = frames.FrameReader(CTL_FD, config.max_message_bytes)
     frames.send_json(CTL_FD, frames.READY, {"setup_ms": round(setup_ms, 2)})
     main = runners.new_main_module()
+    interpreter: prepared.Prepared | None = None
     while True:
         try:
             job = reader.read_json(frames.JOB)
         except frames.ChannelClosed:
             return
-        run_job(job, reader, config, main, interrupts)
+        if job["runner"] == "prepare":
+            # an interpreter started ahead of the one job that follows (prepared.py); no user code yet
+            interpreter = prepared.Prepared(job["prepare"], ENV | job.get("env", {}))
+            frames.send_json(CTL_FD, frames.PREPARED, {"prepare_ms": round(interpreter.prepare_ms, 2)})
+            continue
+        run_job(job, reader, config, main, interrupts, interpreter)
         if not job.get("keep"):
             return
 
 
-def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, interrupts: runners.Interrupts) -> None:
+def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, interrupts: runners.Interrupts, interpreter: prepared.Prepared | None = None) -> None:
     started = time.monotonic()
     keep = bool(job.get("keep"))
     workdir.stage_inputs(reader, job.get("files", []))
@@ -141,6 +148,8 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
         outcome = cells.run_cell(job["code"], main, interrupts, sync.send, int(job.get("execution_count", 0)))
     elif job["runner"] == "python":
         outcome = runners.run_python(job["code"], args, main, interrupts)
+    elif job["runner"] == "steps" and interpreter is not None and interpreter.takes(job):
+        outcome = interpreter.run(job["code"], job["source_file"], args, job["steps"], int(job["cpu_seconds"]), interrupts)
     elif job["runner"] == "steps":
         outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
     else:
@@ -160,6 +169,7 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
             "signal": outcome.signal,
             "failed_step": outcome.failed_step,
             "step_timed_out": outcome.step_timed_out,
+            "prepared": outcome.prepared,
             "interrupted": outcome.interrupted,
             "deleted": collected.deleted if succeeded else [],
             "notes": collected.notes,

@@ -23,7 +23,9 @@ export interface Capacity {
 export function computeCapacity (config: Pick<Config, 'pool' | 'live' | 'limits'>, hostMemoryBytes = os.totalmem()): Capacity {
   const zygotes = config.pool.zygotes
   const liveMax = config.pool.mode === 'cold' ? 0 : config.live.max
-  const slotsPerZygote = Math.ceil(config.pool.max / zygotes) * 2 + Math.ceil(liveMax / zygotes) + 2
+  // prepared workers (interpreters started ahead) are taken from the pool for good: slots of their own
+  const preparedMax = config.pool.mode === 'cold' ? 0 : config.pool.preparedMax
+  const slotsPerZygote = Math.ceil(config.pool.max / zygotes) * 2 + Math.ceil((liveMax + preparedMax) / zygotes) + 2
   const memoryLimitsBytes = (config.pool.max + liveMax) * config.limits.memoryBytes
   const warnings: string[] = []
   // workers rarely use their whole limit (an idle one takes ~2 MiB of its own), so only a large

@@ -101,6 +101,7 @@ const jail = slice({
 
 const limits = slice({
   timeoutMs: ['EXEC_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
+  compileTimeoutMs: ['COMPILE_TIMEOUT_MS', positiveInt(3_600_000).default(15_000)],
   memoryBytes: ['MEMORY_LIMIT_MB', megabytes(512)],
   pidsMax: ['PIDS_LIMIT', decimal({ min: 8, max: 65_536 }).default(128)],
   cpus: ['CPU_LIMIT', decimal({ min: 0.01, max: 256, whole: false }).default(1)],
@@ -122,6 +123,7 @@ const pool = slice({
   mode: ['POOL_MODE', z.enum(['warm', 'cold']).default('warm')],
   maxQueue: ['MAX_QUEUE', decimal({ min: 0, max: 100_000 }).default(64)],
   queueTimeoutMs: ['QUEUE_TIMEOUT_MS', positiveInt(3_600_000).default(30_000)],
+  preparedMax: ['PREPARED_MAX', decimal({ min: 0, max: 256 }).default(4)],
 })
 
 const live = slice({

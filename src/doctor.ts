@@ -10,6 +10,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { pino } from 'pino'
 import { ConfigError, loadConfig, type Config } from './config.ts'
+import { checkLanguages, LANGUAGES } from './exec/languages/index.ts'
 import { detectCgroups, instanceName } from './jail/cgroup.ts'
 import { selectJailDriver } from './jail/select-driver.ts'
 import { startServices } from './services.ts'
@@ -102,6 +103,15 @@ async function checkPython (config: Config): Promise<Finding> {
   return found('python', `${config.jail.pythonPath} ${version}; ${packages.join(', ')}`)
 }
 
+/** The languages whose runtimes are installed, as /health lists them; a missing one is a warning, not a failure. */
+async function checkRuntimes (): Promise<Finding> {
+  const { available, missing } = checkLanguages()
+  const detail = `${available.length} of ${LANGUAGES.length}: ${available.map((language) => language.id).join(', ')}`
+  if (missing.length === 0) return found('languages', detail)
+  const absent = missing.map(({ language, executables }) => `${language.id} (${executables.join(', ')})`).join(', ')
+  return warn('languages', `${detail}; not installed: ${absent}`, `install ${missing.map(({ language }) => language.install).join('; ')}`)
+}
+
 async function checkDisk (config: Config): Promise<Finding> {
   await mkdir(config.dataDir, { recursive: true })
   const stats = await statfs(config.dataDir)
@@ -167,7 +177,7 @@ async function main (): Promise<void> {
     process.exit(1)
   }
   const findings: Finding[] = []
-  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkDisk, checkHostSysctls]) {
+  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkRuntimes, checkDisk, checkHostSysctls]) {
     const finding = await check(config)
     findings.push(finding)
     print(finding)

@@ -5,7 +5,7 @@ import type { PoolStats } from './pool/worker-pool.ts'
 import type { FileStore } from './storage/file-store.ts'
 
 /** How an execution ended, as counted in `warden_executions_total`. */
-export type ExecutionOutcome = 'ok' | 'error' | 'timeout' | 'oom' | 'output_limit' | 'killed' | 'rejected'
+export type ExecutionOutcome = 'ok' | 'error' | 'compile_error' | 'timeout' | 'oom' | 'output_limit' | 'killed' | 'rejected'
 
 const LATENCY_BUCKETS_S = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 const STORAGE_CACHE_MS = 5_000

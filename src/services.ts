@@ -9,6 +9,7 @@ import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
 import { findJailDrivers, startWithFirstWorkingDriver, type DriverStart } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
+import { PreparedWorkers } from './pool/prepared-workers.ts'
 import { WorkerPool, type PoolStats, type WorkerProvider } from './pool/worker-pool.ts'
 import { Zygote, channelDirFor } from './pool/zygote.ts'
 import { ZygoteSet } from './pool/zygotes.ts'
@@ -23,6 +24,8 @@ import { startRetentionSweeper } from './storage/retention.ts'
 import { WorkspaceStore } from './storage/workspaces.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
+/** a language's prepared workers go after this long without a request for it */
+const PREPARED_IDLE_MS = 10 * 60_000
 const VERSION = '0.1.0'
 
 /** What /health reports, as the services know it; api/health.ts shapes it for the wire. */
@@ -182,7 +185,11 @@ async function startPool (config: Config, log: Logger, driver: JailDriver, cgrou
     onSpawn,
     log,
   })
-  return { pool, warm: pool, zygotes: light === undefined ? [zygotes] : [zygotes, light] }
+  const sets = light === undefined ? [zygotes] : [zygotes, light]
+  if (config.pool.preparedMax === 0) return { pool, warm: pool, zygotes: sets }
+  // interpreters (Node, TypeScript, R) started ahead for the languages in use (sandbox/prepared.py)
+  const prepared = new PreparedWorkers(pool, { max: config.pool.preparedMax, idleMs: PREPARED_IDLE_MS, log: log.child({ component: 'prepared' }) })
+  return { pool: prepared, warm: pool, zygotes: sets }
 }
 
 function startZygote (config: Config, log: Logger, driver: JailDriver, cgroups: Cgroups | null, runtime: RuntimeDir, index: number, slotCount: number): Promise<Zygote> {

@@ -64,6 +64,7 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       executionId: result.executionId,
       language: language.id,
       outcome: result.outcome.status,
+      prepared: result.prepared,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,
       phases: result.phases,

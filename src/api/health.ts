@@ -21,6 +21,9 @@ export const HealthReportSchema = z.object({
     acquired_cold: z.number().describe('executions that had to wait for a worker to be forked'),
     jails_started: z.number().describe('jails (zygotes) started since the server started, restarts included'),
     slots: z.record(z.string(), z.number()).describe('worker slots by state'),
+    prepared: z.record(z.string(), z.number()).describe('workers whose interpreter was started ahead and waits for a program, by language'),
+    prepared_hits: z.number().describe('executions of a language with a prepared interpreter (Node, TypeScript, R) that found one ready'),
+    prepared_misses: z.number().describe('such executions that found none and started their interpreter themselves'),
   }),
   languages: z.object({
     available: z.array(z.object({ id: z.string(), lang: z.array(z.string()) })),
@@ -68,6 +71,9 @@ export function toHealthReport (state: ServiceState): HealthReport {
       acquired_cold: pool.acquiredCold,
       jails_started: pool.jailsStarted,
       slots: pool.slots,
+      prepared: pool.prepared ?? {},
+      prepared_hits: pool.preparedHits ?? 0,
+      prepared_misses: pool.preparedMisses ?? 0,
     },
     languages: {
       available: state.languages.available.map((language) => ({ id: language.id, lang: [...language.aliases] })),

@@ -132,6 +132,6 @@ function toWire (answer: RoundAnswer): ProgrammaticResponse {
       }
     }
     case 'error':
-      return { status: 'error', error: answer.error, session_id: answer.result.executionId, stdout: answer.result.stdout, stderr: answer.result.stderr }
+      return { status: 'error', error: answer.error, session_id: answer.executionId, stdout: answer.stdout, stderr: answer.stderr }
   }
 }

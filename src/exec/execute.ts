@@ -2,14 +2,14 @@ import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
 import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import type { RunPhases, WorkerJob } from '../pool/run.ts'
+import type { Program, RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { Flavor } from '../pool/worker-pool.ts'
 import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
 import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
-import type { LanguageDescriptor } from './languages/index.ts'
+import { programFor, type LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
 import { planWorkspace, updateWorkspace, type WorkspacePlan, type WorkspaceRequest } from './workspace.ts'
 import { OutputCollector } from './outputs.ts'
@@ -38,6 +38,8 @@ export interface ExecutionResult {
   outcome: Outcome
   wallMs: number
   phases: ExecutionPhases
+  /** the program ran in an interpreter started ahead of it (a prepared worker) */
+  prepared: boolean
 }
 
 /** An output of the run; `inherited`: a read-only input the code changed, echoed unchanged (spec §3.5). */
@@ -46,9 +48,9 @@ export type ExecutionFile = StoredFile & { inherited?: true }
 /** ms spent in each step of one execution */
 export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: RunPhases, storeMs: number }
 
-/** What an execution needs from the pool: a worker, given back after its one run. */
+/** What an execution needs from the pool: a worker (prepared for `program` when one is), given back after its one run. */
 export interface WorkerSource {
-  acquire (flavor?: Flavor): Promise<Worker>
+  acquire (flavor?: Flavor, program?: Program): Promise<Worker>
   release (worker: Worker): void
 }
 
@@ -67,7 +69,8 @@ export interface ExecDeps {
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
 export async function execute (request: ExecutionRequest, deps: ExecDeps): Promise<ExecutionResult> {
   const prepared = await prepareExecution(request, deps)
-  const worker = await deps.workers.acquire(deps.flavorOf?.(request.language.program, request.code)).catch(async (error: unknown) => {
+  const { program } = prepared.job
+  const worker = await deps.workers.acquire(deps.flavorOf?.(program, request.code), program).catch(async (error: unknown) => {
     await prepared.outputs.discard()
     throw error
   })
@@ -82,7 +85,8 @@ export async function execute (request: ExecutionRequest, deps: ExecDeps): Promi
     // never serves another execution: destroyed, and refilled off the request path
     deps.workers.release(worker)
   }
-  return await finishExecution(prepared, run, deps, acquireMs)
+  // a run the server stopped reported nothing: it ran prepared if its worker was
+  return await finishExecution(prepared, run, deps, { acquireMs, preparedWorker: worker.preparedKey !== null })
 }
 
 /** An execution up to its run: the workspace planned, inputs resolved, the job ready for a worker. */
@@ -115,7 +119,7 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
     plan,
     explicit,
     job: {
-      program: request.language.program,
+      program: programFor(request.language, { code: request.code, limits }),
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
@@ -130,8 +134,11 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
   }
 }
 
+/** How the run's worker was had: ms waited for it, and whether it was prepared for the program. */
+export interface AcquiredWorker { acquireMs: number, preparedWorker: boolean }
+
 /** After the run: classify it, keep or drop its outputs, update the workspace, and shape the result. */
-export async function finishExecution (prepared: PreparedExecution, run: CollectedRun, deps: ExecDeps, acquireMs: number): Promise<ExecutionResult> {
+export async function finishExecution (prepared: PreparedExecution, run: CollectedRun, deps: ExecDeps, after: AcquiredWorker): Promise<ExecutionResult> {
   const { request, plan, explicit, outputs, timeoutMs, executionId, clock } = prepared
   const { store, limits } = deps
   const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
@@ -143,7 +150,7 @@ export async function finishExecution (prepared: PreparedExecution, run: Collect
     // the detail (zygote, slot, signal) is for the log, not for the client
     throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'The sandbox stopped before the code finished; retry.', {}, { cause: new Error(run.failure ?? 'the jail stopped') })
   }
-  const outcome = classifyOutcome(run, limits, timeoutMs)
+  const outcome = classifyOutcome(run, limits, timeoutMs, prepared.job.program)
   // LibreChat tells the model that failed executions register nothing (spec §3.1.3): keep that promise
   const kept = outcome.status === 'ok' ? await outputs.keep() : await discardOutputs(outputs)
   const files = await echoReadOnlyInputs(kept, explicit, store)
@@ -169,7 +176,8 @@ export async function finishExecution (prepared: PreparedExecution, run: Collect
     deletedFiles: outcome.status === 'ok' ? run.deletedInputs : [],
     outcome,
     wallMs: run.wallMs,
-    phases: { resolveMs: prepared.resolveMs, acquireMs, run: run.phases, storeMs: clock.lap() },
+    phases: { resolveMs: prepared.resolveMs, acquireMs: after.acquireMs, run: run.phases, storeMs: clock.lap() },
+    prepared: run.prepared || (run.vanished && after.preparedWorker),
   }
 }
 

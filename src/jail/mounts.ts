@@ -36,6 +36,11 @@ export const SYSTEM_MOUNTS: readonly SystemMount[] = [
   { kind: 'ro-bind', path: '/etc/python3', optional: true },
   { kind: 'ro-bind', path: '/etc/python3.11', optional: true },
   { kind: 'ro-bind', path: '/etc/mime.types', optional: true },
+  // language runtimes' own configuration (src/exec/languages/): the JVM's jvm.cfg and security files,
+  // R's Renviron and ldpaths (R_HOME/etc links here), php.ini with the extensions it loads
+  { kind: 'ro-bind', path: '/etc/java-17-openjdk', optional: true },
+  { kind: 'ro-bind', path: '/etc/R', optional: true },
+  { kind: 'ro-bind', path: '/etc/php', optional: true },
   ...Object.entries(SYNTHETIC).map(([name, content]): SystemMount => ({ kind: 'file', path: `/etc/${name}`, content })),
 ]
 

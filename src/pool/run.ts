@@ -20,14 +20,35 @@ export interface OutputFile {
   abort (): Promise<void>
 }
 
-/** One step of a program run as processes (compile, then run): `{source}`, `{dir}` and `{args}` are filled in by the worker. */
-export interface ProgramStep { name: string, argv: string[], timeoutMs?: number, env?: Record<string, string> }
+/**
+ * One step of a program run as processes (compile, then run): `{source}`, `{dir}` and `{args}` are filled
+ * in by the worker. `stdoutToStderr`: the step's stdout goes to stderr (a compiler printing its messages there).
+ */
+export interface ProgramStep { name: string, argv: string[], timeoutMs?: number, env?: Record<string, string>, stdoutToStderr?: boolean }
+
+/**
+ * An interpreter a worker may start before its program is known (sandbox/prepared.py): `argv` runs it,
+ * `files` are written to the source folder first (a bootstrap), `warmup` is fed to it at once. It writes
+ * `L` to {dir}/signal when loaded and `S` when the program starts. `job` handoff: it reads
+ * {"source", "args"} from the FIFO {dir}/job; `source` handoff: the source file is a FIFO it reads the
+ * program from, after `prefix` (where `{args_items}` becomes the args as comma-separated JSON strings).
+ */
+export interface PreparedStart {
+  /** one kind of prepared worker per key (the language) */
+  key: string
+  argv: string[]
+  handoff: 'job' | 'source'
+  files?: Record<string, string>
+  warmup?: string
+  prefix?: string
+}
 
 /** How the worker runs the code: in its warm Python interpreter, or as argv steps. */
 export type Program =
   /** `cell`: run as a Jupyter cell (last expression, figures and errors as messages) */
   | { runner: 'python', cell?: { executionCount: number } }
-  | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string> }
+  /** `prepare`: a worker prepared with it runs the steps in that interpreter, any other as processes */
+  | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string>, prepare?: PreparedStart }
 
 export interface WorkerJob {
   program: Program
@@ -61,6 +82,8 @@ export interface RunResult {
   /** the argv step that failed (`compile`, `run`); null when all succeeded or for Python */
   failedStep: string | null
   stepTimedOut: boolean
+  /** the program ran in an interpreter the worker had started before the job (sandbox/prepared.py) */
+  prepared: boolean
   /** the code was interrupted (SIGINT) and stopped */
   interrupted: boolean
   /** the run never reported its end: the worker died, was killed, or broke the protocol */
@@ -98,6 +121,7 @@ interface DoneMessage {
   signal?: unknown,
   failed_step?: unknown,
   step_timed_out?: unknown,
+  prepared?: unknown,
   interrupted?: unknown,
   deleted?: unknown,
   notes?: unknown,
@@ -257,7 +281,14 @@ export class Run {
         ? {
             source_file: program.sourceFile,
             env: program.env ?? {},
-            steps: program.steps.map((step) => ({ name: step.name, argv: step.argv, timeout_ms: step.timeoutMs ?? null, env: step.env ?? {} })),
+            steps: program.steps.map((step) => ({
+              name: step.name,
+              argv: step.argv,
+              timeout_ms: step.timeoutMs ?? null,
+              env: step.env ?? {},
+              ...(step.stdoutToStderr === true ? { stdout_to_stderr: true } : {}),
+            })),
+            ...(program.prepare === undefined ? {} : { prepare: { key: program.prepare.key } }),
           }
         : {}),
     }
@@ -361,6 +392,7 @@ export class Run {
       signal: done !== null ? (typeof done.signal === 'number' ? done.signal : null) : this.exitSignal,
       failedStep: typeof done?.failed_step === 'string' ? done.failed_step : null,
       stepTimedOut: done?.step_timed_out === true,
+      prepared: done?.prepared === true,
       interrupted: done?.interrupted === true,
       vanished: done === null,
       failure: this.failure,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
+import type { Program } from './run.ts'
 import type { Worker } from './worker.ts'
 import { ZygoteSet } from './zygotes.ts'
 
@@ -31,11 +32,20 @@ export interface PoolStats {
   jailsStarted: number
   /** worker slots of all zygotes by state (free, spawning, occupied, cleaning, dead) */
   slots: Record<string, number>
+  /** interpreters started ahead and waiting for a program, by language (prepared-workers.ts) */
+  prepared?: Record<string, number>
+  /** executions of a preparable language that found a prepared worker, and that did not */
+  preparedHits?: number
+  preparedMisses?: number
 }
 
 /** What the server needs from a source of single-use workers: the warm pool, or the cold baseline (cold-workers.ts). */
 export interface WorkerProvider {
-  acquire (flavor?: Flavor): Promise<Worker>
+  /**
+   * a worker for one execution: of `flavor` (data when absent), and prepared for `program` when the
+   * provider prepares workers (prepared-workers.ts)
+   */
+  acquire (flavor?: Flavor, program?: Program): Promise<Worker>
   release (worker: Worker): void
   stats (): PoolStats
   ready (): Promise<void>

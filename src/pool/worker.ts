@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net'
 import type { CgroupCounters } from '../jail/cgroup.ts'
 import type { WorkerSockets } from './channels.ts'
-import { FrameDecoder, FrameType, MARKER_BYTES, type Frame } from './protocol.ts'
+import { encodeJsonMessage, FrameDecoder, FrameType, MARKER_BYTES, type Frame } from './protocol.ts'
 import { randomBytesFromPool } from './random-pool.ts'
-import { Run, type RunLink, type WorkerJob } from './run.ts'
+import { Run, type PreparedStart, type Program, type RunLink, type WorkerJob } from './run.ts'
 
 /** How a worker ended; `jailLost` when its whole jail (the zygote) went away. */
 export interface ExitStatus { code: number | null, signal: number | null, jailLost?: boolean }
@@ -44,6 +44,9 @@ export class Worker {
   private readonly pausedBy = new Set<string>()
   /** wall time of the last run, once it is over */
   lastRunMs: number | null = null
+  /** the interpreter started ahead in this worker (sandbox/prepared.py), once it waits for its program */
+  preparedKey: string | null = null
+  private prepareWaiter: { resolve: (ms: number) => void, reject: (error: Error) => void } | null = null
 
   constructor (readonly id: string, private readonly sockets: WorkerSockets, private readonly slot: SlotLink, private readonly messageBytes: MessageBudget) {
     this.decoder = new FrameDecoder(messageBytes.fromWorker)
@@ -87,6 +90,21 @@ export class Worker {
       if (job.keep) this.busy = false
     })
     return run
+  }
+
+  /**
+   * Start `program`'s interpreter before its job (sandbox/prepared.py): resolves with the ms the worker
+   * took once the interpreter is loaded and waits for its program. The worker stays single-use: its next
+   * job is its one run. Rejects (and kills the worker) if the interpreter does not come up.
+   */
+  async prepare (program: Extract<Program, { runner: 'steps' }> & { prepare: PreparedStart }): Promise<number> {
+    if (!this.isAlive || this.busy || this.run !== null || this.prepareWaiter !== null) throw new Error('the worker cannot be prepared now')
+    const loaded = new Promise<number>((resolve, reject) => { this.prepareWaiter = { resolve, reject } })
+    loaded.catch(() => {})
+    await this.write(encodeJsonMessage(FrameType.job, { runner: 'prepare', env: program.env ?? {}, prepare: { ...program.prepare, source_file: program.sourceFile } }))
+    const ms = await loaded
+    this.preparedKey = program.prepare.key
+    return ms
   }
 
   /** SIGINT to the code this worker runs. */
@@ -149,6 +167,13 @@ export class Worker {
       this.run.onFrame(frame)
       return
     }
+    if (this.prepareWaiter !== null) {
+      const waiter = this.prepareWaiter
+      this.prepareWaiter = null
+      if (frame.type === FrameType.prepared) return waiter.resolve(Number(parseJsonField(frame.payload, 'prepare_ms')))
+      waiter.reject(new Error(`preparing failed: ${frame.payload.toString('utf8').slice(0, 500)}`))
+      return this.kill('prepare failed')
+    }
     // between runs nobody asked for anything: the code left running in a live worker wrote to fd 3
     this.kill('frame between runs')
   }
@@ -188,6 +213,8 @@ export class Worker {
 
   private onExit (status: ExitStatus): void {
     this.exitStatus = status
+    this.prepareWaiter?.reject(new Error(`the worker exited while preparing (code ${status.code}, signal ${status.signal})`))
+    this.prepareWaiter = null
     this.failSetup(`the worker exited during setup (code ${status.code}, signal ${status.signal})`)
     this.run?.onExit(status.signal, status.jailLost === true)
   }
@@ -229,8 +256,12 @@ export class Worker {
 }
 
 function parseSetup (payload: Buffer): number {
+  return parseJsonField(payload, 'setup_ms')
+}
+
+function parseJsonField (payload: Buffer, field: string): number {
   try {
-    const value = (JSON.parse(payload.toString('utf8')) as { setup_ms?: unknown }).setup_ms
+    const value = (JSON.parse(payload.toString('utf8')) as Record<string, unknown>)[field]
     return typeof value === 'number' ? value : 0
   } catch {
     return 0

@@ -14,7 +14,8 @@ export interface ToolResult { call_id: string, result?: unknown, is_error?: bool
 export type RoundAnswer =
   | { status: 'tool_call_required', token: string, toolCalls: ToolCall[], executionId: string, partialStdout: string, partialStderr: string }
   | { status: 'completed', result: ExecutionResult }
-  | { status: 'error', error: string, result: ExecutionResult }
+  /** `error`: one of the strings LibreChat explains to the model (§4.3); the output is what the run printed */
+  | { status: 'error', error: string, executionId: string, stdout: string, stderr: string }
 
 export type RunState = 'running' | 'paused' | 'ended'
 export type RunEndReason = 'completed' | 'error' | 'expired' | 'cancelled' | 'unavailable'
@@ -101,7 +102,7 @@ export class ProgrammaticRun {
     this.run = live.start({ ...prepared.job, tools }, { last: true })
     this.collector = new RunCollector(this.run, prepared.collectLimits, (message) => this.onMessage(message))
     this.collector.result
-      .then(async (collected) => await finishExecution(this.prepared, collected, this.deps, this.acquireMs))
+      .then(async (collected) => await finishExecution(this.prepared, collected, this.deps, { acquireMs: this.acquireMs, preparedWorker: false }))
       .then((result) => this.finish(result), (error: unknown) => this.fail(error))
   }
 
@@ -222,17 +223,24 @@ export class ProgrammaticRun {
     const reason = this.stop !== null ? this.endReason ?? 'error' : result.outcome.status === 'ok' ? 'completed' : 'error'
     this.settle(reason)
     if (this.stop !== null) {
-      this.answer.resolve({ status: 'error', error: this.stop.error, result: { ...result, stderr: appendLine(result.stderr, this.stop.explanation) } })
+      this.answer.resolve({ status: 'error', error: this.stop.error, executionId: result.executionId, stdout: result.stdout, stderr: appendLine(result.stderr, this.stop.explanation) })
     } else {
       this.answer.resolve(answerFor(result))
     }
   }
 
-  /** The run could not be carried out (the jail died): the waiting request gets the error. */
+  /**
+   * The run could not be carried out: the jail died, or the server stopped the run before its code
+   * began (a cancel right after the start). The waiting request gets the stop, else the error.
+   */
   private fail (error: unknown): void {
     this.settle('unavailable')
     this.live.end('stopped')
-    this.answer.reject(error)
+    if (this.stop !== null) {
+      this.answer.resolve({ status: 'error', error: this.stop.error, executionId: this.executionId, stdout: '', stderr: appendLine('', this.stop.explanation) })
+    } else {
+      this.answer.reject(error)
+    }
   }
 
   private settle (reason: RunEndReason): void {
@@ -247,7 +255,9 @@ export class ProgrammaticRun {
 
 /** How a finished execution answers a tool-calling request: completed only if it succeeded. */
 export function answerFor (result: ExecutionResult): RoundAnswer {
-  return result.outcome.status === 'ok' ? { status: 'completed', result } : { status: 'error', error: errorFor(result.outcome), result }
+  return result.outcome.status === 'ok'
+    ? { status: 'completed', result }
+    : { status: 'error', error: errorFor(result.outcome), executionId: result.executionId, stdout: result.stdout, stderr: result.stderr }
 }
 
 /** The `error` LibreChat explains to the model for each way a run can fail (spec §4.3). */

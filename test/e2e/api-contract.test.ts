@@ -305,8 +305,8 @@ for (const driver of availableDrivers()) {
         })
       }
 
-      for (const lang of ['js', 'go']) {
-        test(`an unsupported LibreChat language "${lang}" answers 400 unsupported_language naming the supported ones`, async () => {
+      for (const lang of ['kotlin', 'ruby']) {
+        test(`a language Warden does not know ("${lang}") answers 400 unsupported_language naming the supported ones`, async () => {
           const { status, body } = await exec(server, { lang, code: 'print(1)' })
           assert.equal(status, 400)
           assertErrorBody(body, 'unsupported_language')

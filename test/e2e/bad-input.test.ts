@@ -316,7 +316,7 @@ for (const driver of availableDrivers()) {
           () => postExec(server, '[]'),
           () => postExec(server, JSON.stringify({ lang: 'py' })),
           () => postExec(server, JSON.stringify({ lang: 'py', code: 1 })),
-          () => postExec(server, JSON.stringify({ lang: 'js', code: 'console.log(1)' })),
+          () => postExec(server, JSON.stringify({ lang: 'cobol', code: 'DISPLAY 1' })),
           () => postExec(server, JSON.stringify({ lang: 'py', code: '#'.repeat(2 * 1024 * 1024) })),
           () => postExec(server, JSON.stringify({ lang: 'py', code: 'print(1)' }), 'text/plain'),
           () => postExec(server, JSON.stringify({ lang: 'py', code: 'print(1)', files: [{ id: SOME_ID, storage_session_id: SOME_ID, name: 'x' }] })),

@@ -4,6 +4,7 @@ import { closeSync, constants, existsSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
+import { checkLanguages, LANGUAGES } from '../../src/exec/languages/index.ts'
 import { api, availableDrivers, exec, startServer, type RunningServer } from '../helpers/server.ts'
 
 const run = promisify(execFile)
@@ -116,7 +117,8 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   const { stdout } = await run(WARDEN, ['doctor'], { env: { ...process.env, JAIL: 'bwrap' }, timeout: 120_000 })
   const lines = stdout.trim().split('\n')
   assert.deepEqual(lines.map((line) => line.split(':')[0]), [
-    '✓ jail driver', '✓ user namespaces', '✓ cgroups', '✓ seccomp', '✓ python', '✓ disk', `${hostSysctlsMark()} host sysctls`, '✓ canary execution',
+    '✓ jail driver', '✓ user namespaces', '✓ cgroups', '✓ seccomp', '✓ python',
+    checkLanguages().missing.length === 0 ? '✓ languages' : '! languages', '✓ disk', `${hostSysctlsMark()} host sysctls`, '✓ canary execution',
   ])
   const { stdout: bwrapVersion } = await run('bwrap', ['--version'])
   assert.ok(lines[0]?.includes(`bwrap ${bwrapVersion.trim().replace(/^bubblewrap\s*/, '')}`), lines[0])
@@ -124,8 +126,10 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   assert.match(lines[2] ?? '', v1 ? /cgroup v1 \(memory, pids, cpu/ : /cgroup v2/)
   const { stdout: numpy } = await run('/usr/bin/python3', ['-c', 'import numpy; print(numpy.__version__)'])
   assert.ok(lines[4]?.includes(`numpy=${numpy.trim()}`), lines[4])
+  const installed = checkLanguages().available.map((language) => language.id)
+  assert.ok(lines[5]?.includes(`${installed.length} of ${LANGUAGES.length}: ${installed.join(', ')}`), lines[5])
   // seven isolation checks for each zygote's jail (data and light), then the memory, pids and leftover canaries
-  assert.match(lines[7] ?? '', /17 checks passed in a real bwrap jail/)
+  assert.match(lines[8] ?? '', /17 checks passed in a real bwrap jail/)
 })
 
 test('warden doctor names what is missing, with the fix, and exits 1', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { before, describe } from 'node:test'
-import { api, availableDrivers, it, startServer, suiteContext, type RunningServer } from '../helpers/server.ts'
+import { api, availableDrivers, it, startServer, suiteContext, uploadFile, type RunningServer } from '../helpers/server.ts'
 import { invokeProgrammatic, programmaticTools, type AgentTool } from '../helpers/librechat.ts'
 
 /**
@@ -148,6 +148,30 @@ for (const driver of availableDrivers()) {
       assert.deepEqual(await cancel('mallory-6650c0ffee04'), { cancelled: false })
       assert.deepEqual(await cancel('carol-6650c0ffee03'), { cancelled: true })
       const answer = await running
+      assert.equal(answer.body.status, 'error')
+      assert.equal(answer.body.error, 'Execution failed or timed out')
+      assert.match(answer.body.stderr, /cancelled/)
+      await eventually(async () => await liveRuns(server) === 0, 'the run ended')
+    })
+
+    it('a cancel that comes before the code began (its input still being staged) answers the cancel, not a lost sandbox', async () => {
+      const userId = 'dave-6650c0ffee05'
+      const input = await uploadFile(server, 'big.bin', new Uint8Array(64 * 1024 * 1024), userId)
+      const requestId = crypto.randomUUID()
+      const running = post(server, {
+        code: 'print(await get_weather(city="x"))',
+        tools: [{ name: 'get_weather' }],
+        files: [{ id: input.fileId, session_id: input.sessionId, name: 'big.bin' }],
+      }, { 'x-librechat-code-request-id': requestId, 'user-id': userId })
+      // the run is registered once its worker is there, and 64 MiB take a while to reach it
+      const deadline = Date.now() + 10_000
+      while (await liveRuns(server) === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 2))
+      const cancel = await api(server, '/exec/programmatic/cancel', {
+        method: 'POST', headers: { 'content-type': 'application/json', 'user-id': userId }, body: JSON.stringify({ request_id: requestId }),
+      })
+      assert.deepEqual(await cancel.json(), { cancelled: true })
+      const answer = await running
+      assert.equal(answer.status, 200, JSON.stringify(answer.body))
       assert.equal(answer.body.status, 'error')
       assert.equal(answer.body.error, 'Execution failed or timed out')
       assert.match(answer.body.stderr, /cancelled/)

@@ -43,6 +43,7 @@ test('an environment with only AUTH=none loads every documented default', () => 
   })
   assert.deepEqual(config.limits, {
     timeoutMs: 30_000,
+    compileTimeoutMs: 15_000,
     memoryBytes: 512 * MiB,
     pidsMax: 128,
     cpus: 1,
@@ -101,6 +102,7 @@ test('explicit values reach their config fields', () => {
     MAX_PAUSED_RUNS_PER_USER: '2',
     PTC_PAUSE_TIMEOUT: '90s',
     PTC_MAX_ROUNDS: '50',
+    PREPARED_MAX: '0',
   })
   assert.equal(config.host, '0.0.0.0')
   assert.equal(config.port, 0)
@@ -124,7 +126,7 @@ test('explicit values reach their config fields', () => {
   assert.equal(config.limits.maxStdoutBytes, 4096)
   assert.equal(config.limits.maxStderrBytes, 2048)
   assert.equal(config.limits.maxOutputFiles, 10_000)
-  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, lightZygote: false, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000 })
+  assert.deepEqual(config.pool, { min: 0, max: 256, zygotes: 16, lightZygote: false, mode: 'cold', maxQueue: 64, queueTimeoutMs: 30_000, preparedMax: 0 })
   assert.deepEqual(config.programmatic, { maxPausedRuns: 3, maxPausedRunsPerUser: 2, pauseTimeoutMs: 90_000, maxRounds: 50 })
 })
 

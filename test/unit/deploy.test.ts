@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { test } from 'node:test'
+import { LANGUAGES } from '../../src/exec/languages/index.ts'
 
 const repo = path.resolve(import.meta.dirname, '..', '..')
 const read = (file: string) => readFileSync(path.join(repo, file), 'utf8')
@@ -92,4 +93,41 @@ test('the systemd unit delegates its cgroup, survives a worker\'s OOM kill and s
   assert.equal(setting('KillMode'), 'mixed', 'SIGTERM to the server alone, so it can drain')
   assert.equal(setting('ExecStart'), '/opt/warden/bin/warden start')
   assert.match(readme, /deploy\/warden\.service/, 'README says how to install it')
+})
+
+/** What provides each language in the full image and in CI; JavaScript runs on the Node that runs Warden. */
+const RUNTIME_PACKAGES: Record<string, { debian: string[], npm?: string }> = {
+  python: { debian: ['python3'] },
+  bash: { debian: ['bash'] },
+  javascript: { debian: [] },
+  typescript: { debian: [], npm: 'typescript' },
+  c: { debian: ['gcc'] },
+  cpp: { debian: ['g++'] },
+  java: { debian: ['default-jdk-headless'] },
+  php: { debian: ['php-cli'] },
+  rust: { debian: ['rustc'] },
+  go: { debian: ['golang-go'] },
+  d: { debian: ['gdc'] },
+  fortran: { debian: ['gfortran'] },
+  r: { debian: ['r-base-core'] },
+}
+
+test('the full image and CI install every language\'s runtime; the slim image only Python and Bash', () => {
+  assert.deepEqual(Object.keys(RUNTIME_PACKAGES).sort(), LANGUAGES.map((language) => language.id).sort(), 'a new language names its packages here')
+  const slim = dockerfile.slice(dockerfile.indexOf(' AS slim'), dockerfile.indexOf(' AS full'))
+  const full = dockerfile.slice(dockerfile.indexOf(' AS slim'))
+  const ci = read('.ci/run')
+  assert.ok(dockerfile.lastIndexOf('\nFROM ') === dockerfile.indexOf('\nFROM slim AS full'), 'full is the last stage: the default target')
+  for (const [id, { debian, npm }] of Object.entries(RUNTIME_PACKAGES)) {
+    for (const pkg of debian) {
+      const installed = new RegExp(`[ \\t]${pkg.replace(/[+]/g, '\\+')}(?=[ \\t\\n\\\\])`)
+      assert.match(full, installed, `${id}: ${pkg} in the full image`)
+      assert.match(ci, installed, `${id}: ${pkg} in .ci/run`)
+      if (!['python', 'bash'].includes(id)) assert.doesNotMatch(slim, installed, `${id}: ${pkg} stays out of the slim image`)
+    }
+    if (npm !== undefined) {
+      assert.match(full, new RegExp(`npm install -g [^\\n]*"${npm}@`), `${id}: ${npm} from npm in the full image`)
+      assert.match(ci, new RegExp(`npm install -g [^\\n]*"${npm}@`), `${id}: ${npm} from npm in .ci/run`)
+    }
+  }
 })

@@ -51,8 +51,9 @@ export const ExecResponseSchema = z.object({
   stderr: z.string(),
   files: z.array(OutputFileRef),
   deleted_files: z.array(z.string()),
-  status: z.enum(['ok', 'error', 'timeout', 'oom', 'OL', 'EL', 'killed'])
-    .describe('ok; error (non-zero exit); timeout; oom; OL/EL (stdout/stderr limit, the codes LibreChat checks); killed (signal)'),
+  status: z.enum(['ok', 'error', 'compile_error', 'timeout', 'oom', 'OL', 'EL', 'killed'])
+    .describe('ok; error (non-zero exit); compile_error (the compile step failed, the program did not run; the compiler\'s message is in stderr); ' +
+      'timeout (the execution\'s or a step\'s own time limit); oom; OL/EL (stdout/stderr limit, the codes LibreChat checks); killed (signal)'),
   exit_code: z.number().nullable(),
   signal: z.string().nullable(),
   timed_out: z.boolean(),

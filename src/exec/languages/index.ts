@@ -1,9 +1,10 @@
 import { accessSync, constants, readdirSync } from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { LanguageDescriptor } from './language.ts'
+import type { Program } from '../../pool/run.ts'
+import type { LanguageDescriptor, ProgramRequest } from './language.ts'
 
-export type { LanguageDescriptor } from './language.ts'
+export type { LanguageDescriptor, ProgramRequest } from './language.ts'
 
 /** Every `lang` LibreChat's execute_code tool may send (spec §3.1.1). */
 export const LIBRECHAT_LANGUAGES = ['py', 'js', 'ts', 'c', 'cpp', 'java', 'php', 'rs', 'go', 'd', 'f90', 'r', 'bash'] as const
@@ -23,6 +24,21 @@ export const SUPPORTED_LANGUAGES = [...BY_ALIAS.keys()]
 /** The language a wire `lang` names, or null when Warden has no such language. */
 export function resolveLanguage (lang: string): LanguageDescriptor | null {
   return BY_ALIAS.get(lang.trim().toLowerCase()) ?? null
+}
+
+/**
+ * The program a worker runs for one execution of `language`. Every step before the last builds the
+ * program and gets the compile time limit unless it names its own; the last step runs within what is left
+ * of the execution's own limit (the server's timer ends everything at EXEC_TIMEOUT_MS).
+ */
+export function programFor (language: LanguageDescriptor, request: ProgramRequest): Program {
+  const program = typeof language.program === 'function' ? language.program(request) : language.program
+  if (program.runner !== 'steps') return program
+  const last = program.steps.length - 1
+  return {
+    ...program,
+    steps: program.steps.map((step, index) => index < last ? { ...step, timeoutMs: step.timeoutMs ?? request.limits.compileTimeoutMs } : step),
+  }
 }
 
 export interface LanguageAvailability {

@@ -22,6 +22,7 @@ function run (changes: Partial<CollectedRun> = {}): CollectedRun {
     protocolViolation: null,
     jailLost: false,
     stepTimedOut: false,
+    prepared: false,
     interrupted: false,
     failure: null,
     deletedInputs: [],
@@ -120,6 +121,61 @@ test('precedence: timeout beats oom, oom beats output limits, stdout beats stder
   assert.equal(classifyOutcome(run({ ...everything, timedOut: false, counters: null }), limits, 30_000).status, 'OL')
   assert.equal(classifyOutcome(run({ ...everything, timedOut: false, counters: null, stdoutTruncated: false }), limits, 30_000).status, 'EL')
   assert.equal(classifyOutcome(run({ ...everything, timedOut: false, counters: null, stdoutTruncated: false, stderrTruncated: false }), limits, 30_000).status, 'killed')
+})
+
+/** A compiled language's program: compile (its own 15 s limit), then run. */
+const compiled = {
+  runner: 'steps' as const,
+  sourceFile: 'main.c',
+  steps: [{ name: 'compile', argv: ['/usr/bin/gcc', '{source}'], timeoutMs: 15_000 }, { name: 'run', argv: ['{dir}/main'] }],
+}
+
+test('a compile step that fails is compile_error with its exit code, and the explanation says the program did not run', () => {
+  const outcome = classifyOutcome(run({ exitCode: 1, failedStep: 'compile' }), limits, 30_000, compiled)
+  assert.deepEqual(outcome, {
+    status: 'compile_error',
+    exitCode: 1,
+    signal: null,
+    timedOut: false,
+    oomKilled: false,
+    truncated: false,
+    explanation: 'Compilation failed (exit code 1); the program did not run.',
+  })
+})
+
+test('a compiler ended by a signal is still compile_error, naming the signal', () => {
+  const outcome = classifyOutcome(run({ exitCode: 139, signal: 11, failedStep: 'compile' }), limits, 30_000, compiled)
+  assert.equal(outcome.status, 'compile_error')
+  assert.equal(outcome.signal, 'SIGSEGV')
+  assert.equal(outcome.explanation, 'Compilation failed (terminated by SIGSEGV); the program did not run.')
+})
+
+test('the last step failing is the program\'s own error, not a compile error', () => {
+  assert.equal(classifyOutcome(run({ exitCode: 3, failedStep: 'run' }), limits, 30_000, compiled).status, 'error')
+  assert.equal(classifyOutcome(run({ exitCode: 134, signal: 6, failedStep: 'run' }), limits, 30_000, compiled).status, 'killed')
+  // a one-step program (an interpreter) has no compile step
+  const interpreted = { runner: 'steps' as const, sourceFile: 'main.js', steps: [{ name: 'run', argv: ['node', '{source}'] }] }
+  assert.equal(classifyOutcome(run({ exitCode: 1, failedStep: 'run' }), limits, 30_000, interpreted).status, 'error')
+})
+
+test('a compile step stopped at its own time limit is timeout, and the explanation names the compile limit', () => {
+  const outcome = classifyOutcome(run({ exitCode: 137, signal: 9, failedStep: 'compile', stepTimedOut: true }), limits, 30_000, compiled)
+  assert.equal(outcome.status, 'timeout')
+  assert.equal(outcome.timedOut, true)
+  assert.equal(outcome.signal, 'SIGKILL')
+  assert.equal(outcome.explanation, 'Compilation exceeded its time limit of 15 s and was stopped; the program did not run.')
+})
+
+test('a run step with its own time limit reads as a timeout naming that limit', () => {
+  const limited = { ...compiled, steps: [compiled.steps[0] as (typeof compiled.steps)[0], { name: 'run', argv: ['{dir}/main'], timeoutMs: 2000 }] }
+  const outcome = classifyOutcome(run({ exitCode: 137, signal: 9, failedStep: 'run', stepTimedOut: true }), limits, 30_000, limited)
+  assert.equal(outcome.status, 'timeout')
+  assert.equal(outcome.explanation, 'The program exceeded its time limit of 2 s and was stopped.')
+})
+
+test('precedence: the execution\'s own timeout and the memory limit beat a failed compile step', () => {
+  assert.equal(classifyOutcome(run({ exitCode: 137, signal: 9, failedStep: 'compile', timedOut: true }), limits, 30_000, compiled).status, 'timeout')
+  assert.equal(classifyOutcome(run({ exitCode: 1, failedStep: 'compile', counters: oomCounters }), limits, 30_000, compiled).status, 'oom')
 })
 
 test('signalName names the common signals and numbers the rest', () => {

@@ -1,0 +1,17 @@
+import type { LanguageDescriptor } from './language.ts'
+
+/** G++'s default dialect (gnu++17 in GCC 12). */
+export default {
+  id: 'cpp',
+  aliases: ['cpp', 'c++', 'cxx', 'g++'],
+  program: {
+    runner: 'steps',
+    sourceFile: 'main.cpp',
+    steps: [
+      { name: 'compile', argv: ['/usr/bin/g++', '-O2', '-pipe', '-o', '{dir}/main', '{source}'] },
+      { name: 'run', argv: ['{dir}/main', '{args}'] },
+    ],
+  },
+  requires: ['/usr/bin/g++'],
+  install: 'g++',
+} satisfies LanguageDescriptor
