@@ -1,5 +1,7 @@
 # Sourced by the guest scripts: report lines the host collects (PASS/FAIL/INFO), waiting for Warden, the checks.
 REPO=${REPO:-/opt/warden}
+# where run.sh's background image build writes (and, when it ended, `.done` with its exit status)
+IMAGE_BUILD_LOG=/var/lib/warden-host-test/image-build.log
 FAILURES=0
 
 step () { printf '\n== %s\n' "$*"; }
