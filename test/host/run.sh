@@ -80,7 +80,7 @@ vm_stop
 {
   echo "npm run test:host, $(date -u +%Y-%m-%dT%H:%MZ), checkout $(git -C "$REPO" log -1 --format=%h), $(sort -u "$RESULTS/vm.txt" | tr '\n' ' ')"
   grep -h '^INFO kernel' "$RESULTS"/*.log | sort -u
-  grep -h -e '^PASS' -e '^FAIL' -e '^RESULT' -e '^INFO .*\(option\|view\|ready after\|stopped after\)' -e '^\[build-image\]' "$RESULTS"/*.log
+  grep -h -e '^PASS' -e '^FAIL' -e '^RESULT' -e '^INFO .*\(option\|view\|ready after\|stopped after\|SKIPPED\)' -e '^\[build-image\] SKIPPED' -e '^\[build-image\]' "$RESULTS"/*.log
 } | tee "$RESULTS/summary.txt"
 phases_run=$(echo "$PHASES" | wc -w)
 passed=$(grep -c '^RESULT .*: PASS$' "$RESULTS/summary.txt" || true)

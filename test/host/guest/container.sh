@@ -17,10 +17,18 @@ if [ -f "$IMAGE_BUILD_LOG" ]; then
   # run.sh started the build in the background at boot, beside the native phase: wait for it
   while [ ! -f "$IMAGE_BUILD_LOG.done" ]; do sleep 10; done
   cat "$IMAGE_BUILD_LOG"
-  [ "$(cat "$IMAGE_BUILD_LOG.done")" = 0 ] || { fail "image: the build failed"; exit 1; }
+  status=$(cat "$IMAGE_BUILD_LOG.done")
 elif ! docker image inspect warden >/dev/null 2>&1; then
-  sh test/host/guest/build-image.sh "$REPO" || { fail "image: the build failed"; exit 1; }
+  sh test/host/guest/build-image.sh "$REPO"
+  status=$?
+else
+  status=0
 fi
+case $status in
+  0) ;;
+  3) printf '\nRESULT container-%s: SKIPPED (no nsjail for the image: see above)\n' "$MODE"; exit 0 ;;
+  *) fail "image: the build failed"; exit 1 ;;
+esac
 
 # the README's block: the ```sh fence that holds `docker run -d --name warden`, minus `docker build`
 readme_block () {
