@@ -23,6 +23,8 @@ mkdir -p "$RESULTS"
 vm_log "source disk: this checkout (files git knows or would add) and its node_modules"
 rm -rf "$WORK/source" && mkdir -p "$WORK/source/warden"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK/source/warden" && cp -a node_modules "$WORK/source/warden/")
+COMMIT=$(git -C "$REPO" log -1 --format=%h)
+DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no | grep -q . && echo ' with uncommitted changes' || true)
 git -C "$REPO" log -1 --format='%H %s' >"$WORK/source/warden/.host-test-commit"
 rm -f "$WORK/source.img"
 mkfs.ext4 -q -F -L warden-source -d "$WORK/source" "$WORK/source.img" 3G
@@ -78,9 +80,9 @@ done
 vm_stop
 
 {
-  echo "npm run test:host, $(date -u +%Y-%m-%dT%H:%MZ), checkout $(git -C "$REPO" log -1 --format=%h), $(sort -u "$RESULTS/vm.txt" | tr '\n' ' ')"
+  echo "npm run test:host, $(date -u +%Y-%m-%dT%H:%MZ), checkout $COMMIT$DIRTY, started $(basename "$RESULTS"), $(sort -u "$RESULTS/vm.txt" | tr '\n' ' ')"
   grep -h '^INFO kernel' "$RESULTS"/*.log | sort -u
-  grep -h -e '^PASS' -e '^FAIL' -e '^RESULT' -e '^INFO .*\(option\|view\|ready after\|stopped after\|SKIPPED\)' -e '^\[build-image\] SKIPPED' -e '^\[build-image\]' "$RESULTS"/*.log
+  grep -h -e '^PASS' -e '^FAIL' -e '^RESULT' -e '^INFO .*\(option\|view\|ready after\|stopped after\|SKIPPED\)' -e '^\[build-image\]' "$RESULTS"/*.log
 } | tee "$RESULTS/summary.txt"
 phases_run=$(echo "$PHASES" | wc -w)
 passed=$(grep -c '^RESULT .*: PASS$' "$RESULTS/summary.txt" || true)
