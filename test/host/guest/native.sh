@@ -61,8 +61,10 @@ step "warden doctor, in a delegated transient unit"
 out=$(systemd-run --wait --pipe --collect -p Delegate=yes -p EnvironmentFile=/etc/warden/warden.env \
   -p Environment=DATA_DIR=/tmp/warden-doctor "$REPO/bin/warden" doctor 2>&1)
 echo "$out"
-if echo "$out" | grep -q '✓ canary execution' && ! echo "$out" | grep -q '^[✗!]'; then
-  pass "native: doctor all ✓"
+# the guest installs Python and Bash only, not every language's runtime: the doctor's "! languages"
+# warning is expected here (the container phases check the full image's)
+if echo "$out" | grep -q '✓ canary execution' && ! echo "$out" | grep -v '^! languages: ' | grep -q '^[✗!]'; then
+  pass "native: doctor all ✓ (but the languages this guest does not install)"
 else
   fail "native: doctor"
 fi
