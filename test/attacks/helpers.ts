@@ -15,9 +15,13 @@ import { api, exec, startServer, uploadFile, type Driver, type RunningServer } f
 
 export type Json = Record<string, any>
 
-/** The limits every attack server runs with: small, so each limit is reached fast. */
+/**
+ * The limits every attack server runs with: small, so each limit is reached fast. The time limit can be
+ * raised (whole seconds) for a machine several times slower than any real one: test:host's guest under
+ * software emulation, where a fork bomb alone takes longer than 4 s to reach pids.max.
+ */
 export const LIMITS = {
-  timeoutMs: 4000,
+  timeoutMs: Number(process.env.ATTACK_TIMEOUT_MS ?? 4000),
   memoryMb: 256,
   pidsMax: 64,
   workdirMb: 64,
@@ -42,7 +46,7 @@ export const ATTACK_ENV: Record<string, string> = {
 
 /** The one-line explanations the server appends to stderr when a limit ends a run (src/exec/outcome.ts). */
 export const EXPLANATION = {
-  timeout: /Execution exceeded the time limit of 4 s and was stopped\./,
+  timeout: new RegExp(`Execution exceeded the time limit of ${LIMITS.timeoutMs / 1000} s and was stopped\\.`),
   oom: /Execution exceeded the memory limit of 256 MiB and was stopped\./,
   OL: /Output exceeded the limit of 64 KiB on stdout; it was truncated and the execution was stopped\./,
   EL: /Output exceeded the limit of 64 KiB on stderr; it was truncated and the execution was stopped\./,
