@@ -8,7 +8,8 @@
 #                                           JAIL=bwrap; the compose file's Warden service
 #   5. container-v1: reboot with systemd.unified_cgroup_hierarchy=0, guest/container.sh v1
 # Not part of `npm test`: under emulation it takes an hour or more. Results (and the guest's versions) are
-# kept in $WARDEN_HOST_TEST_DIR/results/<time>/. HOST_TEST_PHASES picks phases (default: all three).
+# kept in $WARDEN_HOST_TEST_DIR/results/<time>/. HOST_TEST_PHASES picks phases (default: all three);
+# HOST_TEST_IMAGE_TARGET=slim builds the Dockerfile's slim target instead of the full image (and says so).
 # Runs as root (debootstrap, chroot); QEMU runs under `nice -n 19`; ssh is forwarded on 127.0.0.1 only.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -66,7 +67,7 @@ for phase in $PHASES; do
         # longer than that phase, and the container phases wait for it (guest/container.sh)
         # (again after a reboot that interrupted it)
         guest 'log=/var/lib/warden-host-test/image-build.log; [ -f $log.done ] || { : >$log
-          nohup sh -c "cd /opt/warden && nice -n 5 sh test/host/guest/build-image.sh /opt/warden >$log 2>&1; echo \$? >$log.done" </dev/null >/dev/null 2>&1 & }'
+          nohup sh -c "cd /opt/warden && HOST_TEST_IMAGE_TARGET='"${HOST_TEST_IMAGE_TARGET:-}"' nice -n 5 sh test/host/guest/build-image.sh /opt/warden >$log 2>&1; echo \$? >$log.done" </dev/null >/dev/null 2>&1 & }'
         vm_log "image build started in the guest, beside the phases before the containers'"
         ;;
     esac
