@@ -159,7 +159,7 @@ try_option warden-host-cgroups 8012 's/ warden$/ --cgroupns=host -v \/sys\/fs\/c
 try_option warden-no-setfcap 8013 's/ --cap-add SETFCAP//'
 
 step "$MODE: the compose file's Warden service"
-if (cd deploy && WARDEN_API_KEY=$KEY docker-compose -p wardentest up -d --no-build warden); then
+if (cd deploy && WARDEN_API_KEY=$KEY WARDEN_JUPYTER_TOKEN=$KEY-jupyter docker-compose -p wardentest up -d --no-build warden); then
   ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' wardentest_warden_1)
   if wait_ready "http://$ip:8000" 900 wardentest_warden_1; then
     run_checks "$MODE compose service" "http://$ip:8000" "$KEY" nsjail "$CG"
@@ -170,7 +170,7 @@ if (cd deploy && WARDEN_API_KEY=$KEY docker-compose -p wardentest up -d --no-bui
 else
   fail "$MODE compose: docker-compose up failed"
 fi
-(cd deploy && WARDEN_API_KEY=$KEY docker-compose -p wardentest down -v >/dev/null 2>&1)
+(cd deploy && WARDEN_API_KEY=$KEY WARDEN_JUPYTER_TOKEN=$KEY-jupyter docker-compose -p wardentest down -v >/dev/null 2>&1)
 
 printf '\nRESULT container-%s: %s\n' "$MODE" "$([ "$FAILURES" = 0 ] && echo PASS || echo "FAIL ($FAILURES)")"
 exit "$FAILURES"
