@@ -47,11 +47,11 @@ if sh -ec "$BLOCK" && wait_ready "$URL" 900 warden; then
   pass "$MODE container: ready with the README's line"
   run_checks "$MODE container, the README's line" "$URL" "$KEY" nsjail "$CG"
   out=$(docker exec warden /app/bin/warden doctor 2>&1)
-  echo "$out"
+  printf '%s\n' "$out"
   # the slim target (HOST_TEST_IMAGE_TARGET=slim) has Python and Bash only: its languages warning is expected
   expected='^$'
   docker exec warden test -x /usr/bin/rustc || expected='^! languages: '
-  if echo "$out" | grep -q '✓ canary execution' && ! echo "$out" | grep -v "$expected" | grep -q '^[✗!]'; then
+  if printf '%s\n' "$out" | grep -q '✓ canary execution' && ! printf '%s\n' "$out" | grep -v "$expected" | grep -q '^[✗!]'; then
     pass "$MODE container: docker exec warden /app/bin/warden doctor, all ✓$([ "$expected" = '^$' ] || echo ' (but the languages the slim image leaves out)')"
   else
     fail "$MODE container: doctor"

@@ -42,10 +42,11 @@ run_checks () {
 smoke () {
   out=$(curl -fs -H "x-api-key: $2" -H 'content-type: application/json' \
     -d '{"lang":"py","code":"print(6*7)"}' "$1/v1/exec") || return 1
-  echo "$out" | grep -q '"stdout":"42\\n"' || return 1
+  # printf, not echo: dash's echo turns the JSON's \n into a newline
+  printf '%s\n' "$out" | grep -q '"stdout":"42\\n"' || return 1
   out=$(curl -fs -H "x-api-key: $2" -H 'content-type: application/json' \
     -d '{"lang":"py","code":"x = bytearray(2 * 1024 ** 3)\nx[::4096] = b\"1\" * len(x[::4096])"}' "$1/v1/exec") || return 1
-  echo "$out" | grep -q '"oom_killed":true'
+  printf '%s\n' "$out" | grep -q '"oom_killed":true'
 }
 
 versions () {

@@ -22,7 +22,7 @@ step "F5: Warden started from this ssh login, which lives in $(cut -d: -f3 /proc
 before=$(find /sys/fs/cgroup/system.slice/ssh.service -type d | sort)
 if out=$(CODE_API_KEY=$KEY DATA_DIR=/tmp/warden-f5 timeout 600 "$REPO/bin/warden" start 2>&1); then
   fail "F5: Warden started inside ssh.service"
-elif echo "$out" | grep -q 'belongs to the systemd unit ssh.service, which has Delegate=no'; then
+elif printf '%s\n' "$out" | grep -q 'belongs to the systemd unit ssh.service, which has Delegate=no'; then
   pass "F5: refused, naming ssh.service and what to set"
 else
   fail "F5: refused for another reason: $out"
@@ -34,7 +34,7 @@ step "F1: Warden as a service without Delegate=yes"
 if out=$(systemd-run --unit=warden-undelegated --wait --pipe --collect -p EnvironmentFile=/etc/warden/warden.env \
     -p Environment=DATA_DIR=/tmp/warden-f1 "$REPO/bin/warden" start 2>&1); then
   fail "F1: an undelegated service started"
-elif echo "$out" | grep -q 'warden-undelegated.service, which has Delegate=no'; then
+elif printf '%s\n' "$out" | grep -q 'warden-undelegated.service, which has Delegate=no'; then
   pass "F1: refused at start, saying to set Delegate=yes (instead of being stopped at the first OOM kill)"
 else
   fail "F1: refused for another reason: $out"
@@ -60,10 +60,10 @@ restarts=$(systemctl show -p NRestarts --value warden)
 step "warden doctor, in a delegated transient unit"
 out=$(systemd-run --wait --pipe --collect -p Delegate=yes -p EnvironmentFile=/etc/warden/warden.env \
   -p Environment=DATA_DIR=/tmp/warden-doctor "$REPO/bin/warden" doctor 2>&1)
-echo "$out"
+printf '%s\n' "$out"
 # the guest installs Python and Bash only, not every language's runtime: the doctor's "! languages"
 # warning is expected here (the container phases check the full image's)
-if echo "$out" | grep -q '✓ canary execution' && ! echo "$out" | grep -v '^! languages: ' | grep -q '^[✗!]'; then
+if printf '%s\n' "$out" | grep -q '✓ canary execution' && ! printf '%s\n' "$out" | grep -v '^! languages: ' | grep -q '^[✗!]'; then
   pass "native: doctor all ✓ (but the languages this guest does not install)"
 else
   fail "native: doctor"
