@@ -41,6 +41,31 @@ KEY=$(echo "$BLOCK" | sed -n 's/.*-e CODE_API_KEY=\([^ ]*\).*/\1/p')
 info "README block run as is:"
 echo "$BLOCK" | sed 's/^/    /'
 
+compose_service () {
+  step "$MODE: the compose file's Warden service"
+  # the README's compose steps: the keys go into deploy/.env (LibreChat's own settings would too)
+  printf 'WARDEN_API_KEY=%s\nWARDEN_JUPYTER_TOKEN=%s-jupyter\n' "$KEY" "$KEY" >deploy/.env
+  if (cd deploy && docker-compose -p wardentest up -d --no-build warden); then
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' wardentest_warden_1)
+    if wait_ready "http://$ip:8000" 900 wardentest_warden_1; then
+      run_checks "$MODE compose service" "http://$ip:8000" "$KEY" nsjail "$CG"
+    else
+      fail "$MODE compose service: not ready"
+      docker logs wardentest_warden_1 2>&1 | tail -20
+    fi
+  else
+    fail "$MODE compose: docker-compose up failed"
+  fi
+  (cd deploy && docker-compose -p wardentest down -v >/dev/null 2>&1)
+  rm -f deploy/.env
+}
+# `container.sh v2 compose`: only this step (the image and the README's block as above)
+if [ "${2:-}" = compose ]; then
+  compose_service
+  printf '\nRESULT container-%s compose: %s\n' "$MODE" "$([ "$FAILURES" = 0 ] && echo PASS || echo "FAIL ($FAILURES)")"
+  exit "$FAILURES"
+fi
+
 step "$MODE: the README's docker run line (nsjail)"
 docker rm -f warden >/dev/null 2>&1
 if sh -ec "$BLOCK" && wait_ready "$URL" 900 warden; then
@@ -158,19 +183,7 @@ try_option warden-unconfined 8011 's/apparmor=warden/apparmor=unconfined/'
 try_option warden-host-cgroups 8012 's/ warden$/ --cgroupns=host -v \/sys\/fs\/cgroup:\/sys\/fs\/cgroup:rw warden/'
 try_option warden-no-setfcap 8013 's/ --cap-add SETFCAP//'
 
-step "$MODE: the compose file's Warden service"
-if (cd deploy && WARDEN_API_KEY=$KEY WARDEN_JUPYTER_TOKEN=$KEY-jupyter docker-compose -p wardentest up -d --no-build warden); then
-  ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' wardentest_warden_1)
-  if wait_ready "http://$ip:8000" 900 wardentest_warden_1; then
-    run_checks "$MODE compose service" "http://$ip:8000" "$KEY" nsjail "$CG"
-  else
-    fail "$MODE compose service: not ready"
-    docker logs wardentest_warden_1 2>&1 | tail -20
-  fi
-else
-  fail "$MODE compose: docker-compose up failed"
-fi
-(cd deploy && WARDEN_API_KEY=$KEY WARDEN_JUPYTER_TOKEN=$KEY-jupyter docker-compose -p wardentest down -v >/dev/null 2>&1)
+compose_service
 
 printf '\nRESULT container-%s: %s\n' "$MODE" "$([ "$FAILURES" = 0 ] && echo PASS || echo "FAIL ($FAILURES)")"
 exit "$FAILURES"
