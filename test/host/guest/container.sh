@@ -61,6 +61,7 @@ compose_service () {
 }
 # `container.sh v2 compose`: only this step (the image and the README's block as above)
 if [ "${2:-}" = compose ]; then
+  apparmor_parser -r -W deploy/warden.apparmor   # as the compose file's comment says (the block does it otherwise)
   compose_service
   printf '\nRESULT container-%s compose: %s\n' "$MODE" "$([ "$FAILURES" = 0 ] && echo PASS || echo "FAIL ($FAILURES)")"
   exit "$FAILURES"
