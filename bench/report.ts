@@ -90,5 +90,17 @@ export function targetsMet (rows: Row[]): TargetCheck[] {
   add('Open WebUI block print p50 ≤ 30 ms (c=1)', find(rows, 'jupyter-print', 1), (row) => row.p50, 30)
   add('Open WebUI block print p99 ≤ 100 ms (c=1)', find(rows, 'jupyter-print', 1), (row) => row.p99, 100)
   add('Open WebUI block pandas + plt.show() p50 ≤ 200 ms (c=1)', find(rows, 'jupyter-plot', 1), (row) => row.p50, 200)
+  // the CPU issue's goals: CPU of the whole tree (server, zygotes, workers) per trivial execution
+  for (const scenario of ['py-print', 'bash-echo']) {
+    add(`${scenario} CPU ≤ 7 ms per execution (c=8)`, find(rows, scenario, 8), (row) => row.cpuMsPerExecution ?? Number.NaN, 7)
+  }
+  add('≥ 250 trivial executions/s at c=8', find(rows, 'py-print', 8), (row) => row.perSecond, 250, false)
+  add('print(1) p99 ≤ 15 ms at c=1', find(rows, 'py-print', 1), (row) => row.p99, 15)
+  // a tool-calling round (pause, answer, continuation, resume) adds at most 5 ms beyond the tool
+  const ptc = find(rows, 'ptc-no-tools', 1)
+  add('PTC: p50 added per round ≤ 5 ms (10 rounds against none, c=1)', find(rows, 'ptc-10-rounds', 1), (row) => (row.p50 - (ptc?.p50 ?? Number.NaN)) / 10, 5)
+  // a persisted workspace is no slower than staging the same files as inputs
+  const injected = find(rows, 'workspace-injected', 1)
+  add('stateful workspace p50 ≤ the same files injected (c=1), ratio', find(rows, 'workspace-stateful', 1), (row) => row.p50 / (injected?.p50 ?? Number.NaN), 1)
   return checks
 }

@@ -3,12 +3,28 @@ import { buildApp } from './app.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { StartupError, startServices } from './services.ts'
 
+/**
+ * Log lines go out in writes of up to 4 KiB, at least every LOG_FLUSH_MS: a write per line was the largest
+ * single cost of the server's own CPU per execution at LOG_LEVEL=info (one request line each).
+ */
+const LOG_FLUSH_MS = 200
+const logDestination = pino.destination({ dest: 1, minLength: 4096, sync: false })
+setInterval(() => logDestination.flush(), LOG_FLUSH_MS).unref()
+// what is buffered goes out before the process exits, whatever the way out (an uncaught error too)
+process.once('exit', () => {
+  try {
+    logDestination.flushSync()
+  } catch {
+    // a closed stdout: nothing more can be done for those lines
+  }
+})
+
 async function main (): Promise<void> {
   const config = loadConfig()
   const log = pino({
     level: config.logLevel,
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization'], censor: '[redacted]' },
-  })
+  }, logDestination)
   const services = await startServices(config, log)
   let draining = false
   const app = await buildApp(config, {
