@@ -44,7 +44,7 @@ COPY package.json package-lock.json nsjail.cfg tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
 COPY sandbox ./sandbox
-COPY deploy/entrypoint.sh ./deploy/entrypoint.sh
+COPY deploy/entrypoint.sh deploy/private-cgroups.py ./deploy/
 
 ENV HOST=0.0.0.0 \
     PORT=8000 \

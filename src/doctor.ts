@@ -3,7 +3,9 @@
  * check, what it found and how to fix what is missing. Exits 1 when something blocks running code.
  */
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, statfs } from 'node:fs/promises'
+import { constants, existsSync } from 'node:fs'
+import { mkdir, open, readFile, statfs } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { pino } from 'pino'
@@ -59,7 +61,7 @@ async function checkUserNamespaces (config: Config): Promise<Finding> {
 }
 
 async function checkCgroups (config: Config): Promise<Finding> {
-  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
+  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   if (!detection.ok) {
     return config.jail.cgroups === 'off'
       ? warn('cgroups', 'off (CGROUPS=off): no memory, pids or CPU limits', 'unset CGROUPS to have limits')
@@ -120,41 +122,71 @@ async function checkDisk (config: Config): Promise<Finding> {
     : found('disk', `${gib} GiB free in DATA_DIR ${config.dataDir}`)
 }
 
-async function checkCanary (config: Config): Promise<Finding> {
+/**
+ * In a container: whether its root can write the host's sysctls. `systempaths=unconfined` (a jail's fresh
+ * /proc needs it) also lifts Docker's read-only /proc/sys, and root may then set e.g. kernel.core_pattern,
+ * which makes the kernel run a program of its choosing as the host's root; only an LSM profile
+ * (deploy/warden.apparmor) stops that. Write access is decided at open(2): opening changes nothing.
+ */
+async function checkHostSysctls (): Promise<Finding> {
+  const name = 'host sysctls'
+  if (!['/.dockerenv', '/run/.containerenv'].some((marker) => existsSync(marker)) && process.env.KUBERNETES_SERVICE_HOST === undefined) {
+    return found(name, 'not in a container (natively the server is the host\'s root by design)')
+  }
+  const file = await open('/proc/sys/kernel/core_pattern', constants.O_WRONLY).catch(() => null)
+  if (file === null) return found(name, 'the container\'s root cannot write /proc/sys (kernel.core_pattern)')
+  await file.close()
+  return warn(name, 'the container\'s root CAN write the host\'s /proc/sys (kernel.core_pattern): a compromised server would be the host\'s root',
+    'load deploy/warden.apparmor and run with --security-opt apparmor=warden (SECURITY.md, "The container and its host")')
+}
+
+/** The real thing: start the jail as the server would (JAIL=auto falling back included) and run the canaries. */
+async function checkCanary (config: Config): Promise<Finding[]> {
   const services = await startServices(config, pino({ level: 'silent' })).catch((error: Error) => error)
-  if (services instanceof Error) return missing('canary execution', services.message, 'fix the findings above first')
+  if (services instanceof Error) return [missing('canary execution', services.message, jailStartFix(config))]
   try {
+    const fallback = services.driverFailures.map((failure) =>
+      warn('jail start', `${failure}; ${services.driver.name} is used instead`, jailStartFix(config)))
     const report = await services.selfTest(9)
     const failed = report.checks.filter((check) => !check.ok)
-    return failed.length === 0
+    return [...fallback, failed.length === 0
       ? found('canary execution', `${report.checks.length} checks passed in a real ${services.driver.name} jail in ${report.durationMs} ms`)
-      : missing('canary execution', failed.map((check) => `${check.name}: ${check.detail}`).join('; '), 'see SECURITY.md for what each check needs')
+      : missing('canary execution', failed.map((check) => `${check.name}: ${check.detail}`).join('; '), 'see SECURITY.md for what each check needs')]
   } finally {
     await services.close()
   }
 }
 
+function jailStartFix (config: Config): string {
+  return config.jail.driver === 'auto'
+    ? 'fix the findings above first; in a container, use the options of README "Deployment"'
+    : 'fix the findings above first; in a container, use the options of README "Deployment"; or JAIL=auto to use whichever driver starts'
+}
+
 async function main (): Promise<void> {
   let config: Config
   try {
-    // the doctor serves nothing: it needs no API key
-    config = loadConfig({ ...process.env, AUTH: process.env.AUTH ?? 'none', HOST: '127.0.0.1' })
+    // The doctor serves nothing: it needs no API key. Its jail gets a runtime directory of its own: it
+    // runs beside a live server (`docker exec warden … doctor`, where RUN_DIR is the server's) and removes
+    // that directory when done, which took the server's channel sockets with it.
+    const runDir = path.join(os.tmpdir(), `warden-doctor-${process.pid}`)
+    config = loadConfig({ ...process.env, AUTH: process.env.AUTH ?? 'none', HOST: '127.0.0.1', RUN_DIR: runDir })
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
     process.stdout.write(`✗ configuration: ${error.message}\n`)
     process.exit(1)
   }
   const findings: Finding[] = []
-  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkRuntimes, checkDisk]) {
+  for (const check of [checkJail, checkUserNamespaces, checkCgroups, checkSeccomp, checkPython, checkRuntimes, checkDisk, checkHostSysctls]) {
     const finding = await check(config)
     findings.push(finding)
     print(finding)
   }
   const canary = findings.every((finding) => finding.ok)
     ? await checkCanary(config)
-    : missing('canary execution', 'skipped', 'fix the findings above first')
-  findings.push(canary)
-  print(canary)
+    : [missing('canary execution', 'skipped', 'fix the findings above first')]
+  findings.push(...canary)
+  canary.forEach(print)
   process.exit(findings.every((finding) => finding.ok) ? 0 : 1)
 }
 

@@ -7,7 +7,7 @@ import { Metrics } from './metrics.ts'
 import { detectCgroups, instanceName, type Cgroups } from './jail/cgroup.ts'
 import type { JailDriver } from './jail/jail-spec.ts'
 import { prepareRuntimeDir, type RuntimeDir } from './jail/runtime-dir.ts'
-import { selectJailDriver } from './jail/select-driver.ts'
+import { findJailDrivers, startWithFirstWorkingDriver, type DriverStart } from './jail/select-driver.ts'
 import { ColdWorkers } from './pool/cold-workers.ts'
 import { PreparedWorkers } from './pool/prepared-workers.ts'
 import { WorkerPool, type PoolStats, type WorkerProvider } from './pool/worker-pool.ts'
@@ -52,6 +52,8 @@ export interface Services {
   /** Jupyter kernels (live workers of kind kernel); null in the benchmark's cold mode */
   kernels: KernelManager | null
   driver: JailDriver
+  /** drivers JAIL=auto tried before `driver`, each with why its jail did not start */
+  driverFailures: string[]
   cgroups: Cgroups | null
   state: () => ServiceState
   languages: LanguageAvailability
@@ -71,8 +73,8 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const warnings: string[] = []
   const store = await openLocalFileStore(config.dataDir, log)
   const workspaces = await WorkspaceStore.open(config.dataDir)
-  const driver = await selectJailDriver(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
-  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups })
+  const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
+  const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
   if (detection.ok) {
     warnings.push(...detection.warnings)
@@ -86,20 +88,32 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   }
   for (const warning of warnings) log.warn(warning)
   const runtime = await prepareRuntimeDir(config.runDir, SANDBOX_SOURCE)
-  log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
 
   const started = Date.now()
-  let pool: WorkerProvider
-  let warm: WorkerPool | null
-  let zygotes: ZygoteSet[]
+  let jailStart: DriverStart<{ pool: WorkerProvider, warm: WorkerPool | null, zygotes: ZygoteSet[] }>
   let metrics: Metrics | null = null
   try {
-    ({ pool, warm, zygotes } = await startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
+    jailStart = await startWithFirstWorkingDriver(drivers, (driver) => startPool(config, log, driver, cgroups, runtime, (ms) => metrics?.recordSpawn(ms)))
   } catch (error) {
     await runtime.remove()
     await cgroups?.close()
-    throw new StartupError(`the jail did not start (${driver.name}): ${(error as Error).message}`)
+    throw new StartupError(`the jail did not start: ${(error as Error).message}`)
   }
+  const { driver, started: { pool, warm, zygotes }, failures } = jailStart
+  for (const failure of failures) {
+    // JAIL=auto fell back to a driver the host allows: loud, and refused under STRICT
+    const message = `${failure}; using ${driver.name} instead`
+    log.warn(message)
+    warnings.push(message)
+  }
+  if (failures.length > 0 && config.jail.strict) {
+    await pool.close()
+    await Promise.all(zygotes.map(async (set) => await set.close()))
+    await runtime.remove()
+    await cgroups?.close()
+    throw new StartupError(`${failures.join('; ')}; refused because STRICT=true`)
+  }
+  log.info({ driver: driver.name, version: driver.version, cgroups: cgroups?.description ?? 'off' }, 'jail selected')
   const languages = checkLanguages()
   for (const { language, executables } of languages.missing) {
     log.warn({ language: language.id, missing: executables }, 'language not installed: its requests get 400 unsupported_language')
@@ -127,6 +141,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     live,
     kernels,
     driver,
+    driverFailures: failures,
     cgroups,
     metrics,
     isReady: () => selfTest?.passed === true,

@@ -96,7 +96,10 @@ async function withWorker<T> (workers: WorkerSource, use: (worker: Worker) => Pr
   }
 }
 
-const CANARY_TIMEOUT_MS = 10_000
+// A deadline against a canary that hangs, not a measurement: on a working host each one ends well within a
+// second, but under software emulation (test/host) forking the preloaded interpreter for the pids canary
+// took over 10 s, and a slow host must not fail its self-test for being slow.
+const CANARY_TIMEOUT_MS = 60_000
 
 /** One canary run in `worker`, collected as /exec would. */
 async function runCanary (worker: Worker, language: 'python' | 'bash', code: string, limits: Pick<ExecutionLimits, 'maxStdoutBytes' | 'maxStderrBytes'>): Promise<CollectedRun> {

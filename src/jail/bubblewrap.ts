@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { promisify } from 'node:util'
@@ -68,12 +68,29 @@ function launchBubblewrap (bwrapPath: string, spec: JailSpec): JailLaunch {
       for (const [index, mount] of SYNTHETIC_FILES.entries()) {
         (child.stdio[firstDriverFd + 2 + index] as Writable).end(await readFile(path.join(spec.etcDir, path.basename(mount.path))))
       }
-      const pid = await readChildPid(info)
-      const maps = idMapLines(spec)
-      await writeFile(`/proc/${pid}/uid_map`, maps)
-      await writeFile(`/proc/${pid}/gid_map`, maps)
+      await writeIdMaps(await readChildPid(info), idMapLines(spec), uid)
       block.end('1')
     },
+  }
+}
+
+/**
+ * Writes the jail's uid and gid maps as the zygote's uid, which owns bwrap's user namespace and so has
+ * every capability in it, keeping CAP_SETUID and CAP_SETGID (ambient) for the ranges beyond its own id.
+ * Root writing them itself would need CAP_SYS_ADMIN over that namespace (user_namespaces(7), map_write),
+ * which Docker's --cap-drop ALL takes away: EPERM, the jail never starts.
+ */
+async function writeIdMaps (pid: number, maps: string, ownerUid: string): Promise<void> {
+  const script = 'printf %s "$1" > "/proc/$2/uid_map" && printf %s "$1" > "/proc/$2/gid_map"'
+  try {
+    await run('setpriv', [
+      `--reuid=${ownerUid}`, `--regid=${ownerUid}`, '--clear-groups',
+      '--inh-caps=-all,+setuid,+setgid', '--ambient-caps=-all,+setuid,+setgid',
+      '--', 'sh', '-c', script, 'sh', maps, String(pid),
+    ])
+  } catch (error) {
+    const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim()
+    throw new Error(`cannot write the uid and gid maps of bwrap's user namespace (needs CAP_SETUID and CAP_SETGID): ${stderr || (error as Error).message}`)
   }
 }
 

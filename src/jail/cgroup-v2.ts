@@ -6,6 +6,7 @@ import {
   removeCgroupTree, removeStaleInstances, writeControl, writeIfPresent,
   type CgroupCounters, type CgroupLimits, type Cgroups, type Mount, type Probe, type ZygoteCgroup, type ZygoteLimits, readControlNow, killUntilEmpty,
 } from './cgroup.ts'
+import { checkDelegation, type DelegationProbe } from './cgroup-delegation.ts'
 
 const CONTROLLERS = ['memory', 'pids', 'cpu'] as const
 const ENABLE_CONTROLLERS = '+memory +pids +cpu'
@@ -16,21 +17,27 @@ const DELEGATION_ATTEMPTS = 3
 /**
  * Probes v2: the cgroup2 mount under `fsRoot` (the mount itself first, e.g. `/sys/fs/cgroup` rather than
  * a hybrid host's `/sys/fs/cgroup/unified`) and the server's own cgroup in it, which must offer memory,
- * pids and cpu. Delegates them (moving the server's processes into `warden-server`), sweeps stale
- * instances and creates `<base>/<instance>` (removed by `close()`).
+ * pids and cpu, and must be Warden's own to divide (`checkDelegation`: the unit's Delegate=yes, a cgroup
+ * namespace of its own, or no other process in it). Delegates them (moving the server's processes into
+ * `warden-server`), sweeps stale instances and creates `<base>/<instance>` (removed by `close()`).
  */
-export async function openCgroupsV2 (mounts: Mount[], fsRoot: string, selfCgroupPath: string, instance: string): Promise<Probe> {
+export async function openCgroupsV2 (mounts: Mount[], fsRoot: string, selfCgroupPath: string, instance: string, delegation: DelegationProbe): Promise<Probe> {
   const mount = mounts
     .filter((candidate) => candidate.fsType === 'cgroup2' && isAtOrUnder(candidate.mountPoint, fsRoot))
     .sort((a, b) => a.mountPoint.length - b.mountPoint.length)[0]
   if (!mount) return { ok: false, absent: true, reason: `cgroup v2: no cgroup2 mount under ${fsRoot}` }
-  const base = await findBase(mount, selfCgroupPath)
-  if (typeof base !== 'string') return { ok: false, absent: true, reason: `cgroup v2: ${base.reason}` }
+  const found = await findBase(mount, selfCgroupPath)
+  if ('reason' in found) return { ok: false, absent: true, reason: `cgroup v2: ${found.reason}` }
+  const { base, ownPath } = found
+  const delegated = await checkDelegation(base, ownPath, delegation)
   const available = words(await readOptional(path.join(base, 'cgroup.controllers')) ?? '')
   const missing = CONTROLLERS.filter((controller) => !available.includes(controller))
   if (missing.length > 0) {
-    return { ok: false, absent: true, reason: `cgroup v2 at ${base}: ${missing.join(', ')} missing from cgroup.controllers` }
+    // absent: a hybrid host's unified mount has no controllers, and v1 is tried next
+    const why = delegated.ok ? '' : `; ${delegated.reason}`
+    return { ok: false, absent: true, reason: `cgroup v2 at ${base}: ${missing.join(', ')} missing from cgroup.controllers${why}` }
   }
+  if (!delegated.ok) return { ok: false, absent: false, reason: `cgroup v2: ${delegated.reason}`, isAdvice: true }
   try {
     await delegateControllers(base)
     const warnings = await removeStaleInstances([base], instance)
@@ -42,15 +49,18 @@ export async function openCgroupsV2 (mounts: Mount[], fsRoot: string, selfCgroup
   }
 }
 
-/** `<mount>/<own cgroup>` from the `0::/path` line of /proc/self/cgroup, relative to the mount's root. */
-async function findBase (mount: Mount, selfCgroupPath: string): Promise<string | { reason: string }> {
+/**
+ * `<mount>/<own cgroup>` from the `0::/path` line of /proc/self/cgroup, relative to the mount's root, and
+ * that path (`ownPath`) as the cgroup namespace names it.
+ */
+async function findBase (mount: Mount, selfCgroupPath: string): Promise<{ base: string, ownPath: string } | { reason: string }> {
   const text = await readOptional(selfCgroupPath)
-  const ownPath = text?.split('\n').find((line) => line.startsWith('0::'))?.slice(3)
-  if (ownPath === undefined) return { reason: `no "0::" line in ${selfCgroupPath}` }
-  if (!isAtOrUnder(ownPath, mount.root)) return { reason: `own cgroup ${ownPath} is outside the mount's root ${mount.root}` }
-  const base = path.join(mount.mountPoint, path.relative(mount.root, ownPath))
+  const line = text?.split('\n').find((candidate) => candidate.startsWith('0::'))?.slice(3)
+  if (line === undefined) return { reason: `no "0::" line in ${selfCgroupPath}` }
+  if (!isAtOrUnder(line, mount.root)) return { reason: `own cgroup ${line} is outside the mount's root ${mount.root}` }
   // a server restarted after delegation already lives in <base>/warden-server: its parent is the base
-  return path.basename(base) === SERVER_LEAF ? path.dirname(base) : base
+  const ownPath = path.posix.basename(line) === SERVER_LEAF ? path.posix.dirname(line) : line
+  return { base: path.join(mount.mountPoint, path.relative(mount.root, ownPath)), ownPath }
 }
 
 /**
@@ -106,8 +116,11 @@ function createCgroupsV2 (base: string, instance: string): Cgroups {
       // cpu.weight: 100 is a worker's (the default), range 1..10000
       const weight = Math.min(10_000, Math.max(1, Math.round(limits.cpuWeightPercent)))
       await writeControl(path.join(leaf, 'cpu.weight'), weight)
-      // moving a worker out of the leaf needs write access to the common ancestor's cgroup.procs
-      await chownFiles([dirOf(zygote, 'cgroup.procs'), path.join(leaf, 'cgroup.procs')], ownerUid)
+      // A worker moving itself out of the leaf needs write access to the common ancestor's cgroup.procs
+      // (cgroup-v2.rst "Delegation Containment"); the leaf's own stays root's, because the root `sh`
+      // wrapper writes it, and root without CAP_DAC_OVERRIDE (Docker's --cap-drop ALL) may write only
+      // files it owns
+      await chownFiles([dirOf(zygote, 'cgroup.procs')], ownerUid)
       return {
         name: zygote,
         launcherProcsFiles: [path.join(leaf, 'cgroup.procs')],

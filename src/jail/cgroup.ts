@@ -5,6 +5,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openCgroupsV1 } from './cgroup-v1.ts'
 import { openCgroupsV2 } from './cgroup-v2.ts'
+import { systemDelegationProbe, type DelegationProbe } from './cgroup-delegation.ts'
 import { JAIL_PATHS, type BindMount } from './jail-spec.ts'
 
 export type { BindMount }
@@ -64,6 +65,9 @@ export interface DetectOptions {
   fsRoot?: string
   mountInfoPath?: string
   selfCgroupPath?: string
+  /** how a v2 cgroup's delegation is found out; the running system's by default (xattrs read with `pythonPath`) */
+  delegation?: DelegationProbe
+  pythonPath?: string
 }
 
 /** One line of /proc/self/mountinfo (proc(5)); `device` identifies a hierarchy across bind mounts. */
@@ -92,16 +96,20 @@ export async function detectCgroups (options: DetectOptions): Promise<CgroupDete
     return { ok: false, reason: `cannot read the mount table: ${errorText(err)}. ${FIX}` }
   }
   const selfCgroupPath = options.selfCgroupPath ?? '/proc/self/cgroup'
-  const v2 = await openCgroupsV2(mounts, fsRoot, selfCgroupPath, options.instance).catch(probeFailed)
+  const delegation = options.delegation ?? systemDelegationProbe(options.pythonPath ?? '/usr/bin/python3')
+  const v2 = await openCgroupsV2(mounts, fsRoot, selfCgroupPath, options.instance, delegation).catch(probeFailed)
   if (v2.ok) return v2
-  if (!v2.absent) return { ok: false, reason: `${v2.reason}. ${FIX}` }
+  if (!v2.absent) return { ok: false, reason: v2.isAdvice === true ? v2.reason : `${v2.reason}. ${FIX}` }
   const v1 = await openCgroupsV1(mounts, fsRoot, options.instance).catch(probeFailed)
   if (v1.ok) return v1
   return { ok: false, reason: `no usable cgroups: ${v2.reason}; ${v1.reason}. ${FIX}` }
 }
 
-/** One version's probe: usable, present but broken, or `absent` (then the other version is tried). */
-export type Probe = { ok: true, cgroups: Cgroups, warnings: string[] } | { ok: false, reason: string, absent: boolean }
+/**
+ * One version's probe: usable, present but broken, or `absent` (then the other version is tried).
+ * `isAdvice`: the reason already says what to change, so no generic fix is added to it.
+ */
+export type Probe = { ok: true, cgroups: Cgroups, warnings: string[] } | { ok: false, reason: string, absent: boolean, isAdvice?: boolean }
 
 const probeFailed = (err: unknown): Probe => ({ ok: false, absent: false, reason: `cgroup setup failed: ${errorText(err)}` })
 

@@ -62,8 +62,10 @@ export class ChannelListener {
       server.once('error', reject)
       server.listen(socketPath, () => { server.off('error', reject); resolve() })
     })
-    await chown(socketPath, ownerUid, ownerUid)
+    // mode first, while the socket is still root's: changing the mode of a file one does not own needs
+    // CAP_FOWNER, which the documented container drops
     await chmod(socketPath, 0o600)
+    await chown(socketPath, ownerUid, ownerUid)
     return listener
   }
 

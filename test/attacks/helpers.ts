@@ -15,9 +15,13 @@ import { api, exec, startServer, uploadFile, type Driver, type RunningServer } f
 
 export type Json = Record<string, any>
 
-/** The limits every attack server runs with: small, so each limit is reached fast. */
+/**
+ * The limits every attack server runs with: small, so each limit is reached fast. The time limit can be
+ * raised (whole seconds) for a machine several times slower than any real one: test:host's guest under
+ * software emulation, where a fork bomb alone takes longer than 4 s to reach pids.max.
+ */
 export const LIMITS = {
-  timeoutMs: 4000,
+  timeoutMs: Number(process.env.ATTACK_TIMEOUT_MS ?? 4000),
   memoryMb: 256,
   pidsMax: 64,
   workdirMb: 64,
@@ -42,7 +46,7 @@ export const ATTACK_ENV: Record<string, string> = {
 
 /** The one-line explanations the server appends to stderr when a limit ends a run (src/exec/outcome.ts). */
 export const EXPLANATION = {
-  timeout: /Execution exceeded the time limit of 4 s and was stopped\./,
+  timeout: new RegExp(`Execution exceeded the time limit of ${LIMITS.timeoutMs / 1000} s and was stopped\\.`),
   oom: /Execution exceeded the memory limit of 256 MiB and was stopped\./,
   OL: /Output exceeded the limit of 64 KiB on stdout; it was truncated and the execution was stopped\./,
   EL: /Output exceeded the limit of 64 KiB on stderr; it was truncated and the execution was stopped\./,
@@ -136,23 +140,27 @@ export function serverPid (server: RunningServer): number {
 
 /**
  * The server's instance directories in the pids hierarchy (`/sys/fs/cgroup/pids/warden-<host>-<pid>`
- * on cgroup v1), or in the unified hierarchy on v2. Instance names end in `-<pid>` (src/jail/cgroup.ts).
+ * on cgroup v1), or in the unified hierarchy on v2, where the instance sits in the server's own cgroup
+ * (`system.slice/warden.service/` under systemd; the server itself moved into its `warden-server` leaf).
+ * Instance names end in `-<pid>` (src/jail/cgroup.ts). Finding none fails: every caller runs while the
+ * server runs, and a check over nothing would pass without checking anything.
  */
 export function serverPidsCgroups (server: RunningServer): string[] {
-  const isInstance = new RegExp(`^warden-(?:[\\w.-]+-)?${serverPid(server)}$`)
+  const pid = serverPid(server)
+  const isInstance = new RegExp(`^warden-(?:[\\w.-]+-)?${pid}$`)
   const v1 = '/sys/fs/cgroup/pids'
-  if (existsSync(v1)) return safeReaddir(v1).filter((entry) => isInstance.test(entry)).map((entry) => path.join(v1, entry))
-  const found: string[] = []
-  const walk = (dir: string, depth: number) => {
-    if (depth > 4) return
-    for (const entry of safeReaddir(dir)) {
-      const full = path.join(dir, entry)
-      if (isInstance.test(entry)) found.push(full)
-      else if (!entry.includes('.')) walk(full, depth + 1)
-    }
-  }
-  walk('/sys/fs/cgroup', 0)
+  const parent = existsSync(v1) ? v1 : serverV2Base(pid)
+  const found = safeReaddir(parent).filter((entry) => isInstance.test(entry)).map((entry) => path.join(parent, entry))
+  assert.ok(found.length > 0, `no pids cgroup of the server (pid ${pid}) found in ${parent}`)
   return found
+}
+
+/** The v2 cgroup the server divides: its own, as /proc/<pid>/cgroup names it, above its warden-server leaf. */
+function serverV2Base (pid: number): string {
+  const own = /^0::(\/.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[1]
+  assert.ok(own !== undefined, `no cgroup v2 line in /proc/${pid}/cgroup`)
+  const dir = path.join('/sys/fs/cgroup', own)
+  return path.basename(dir) === 'warden-server' ? path.dirname(dir) : dir
 }
 
 function safeReaddir (dir: string): string[] {
@@ -181,7 +189,7 @@ export interface JailProcess {
   nsPids: number[]
 }
 
-/** Every process in the server's cgroup tree, as the host sees them. */
+/** Every process in the server's cgroup tree, as the host sees them; at least its zygote, or this fails. */
 export function jailProcesses (server: RunningServer): JailProcess[] {
   const processes: JailProcess[] = []
   for (const root of serverPidsCgroups(server)) {
@@ -208,6 +216,7 @@ export function jailProcesses (server: RunningServer): JailProcess[] {
       }
     }
   }
+  assert.ok(processes.some((process) => path.basename(process.cgroup) === 'zygote'), 'no zygote found in the server\'s cgroup tree')
   return processes
 }
 
@@ -351,5 +360,7 @@ export function hostProcessesOfJail (server: RunningServer): Array<{ pid: number
       // gone
     }
   }
+  // the zygote runs as the first of these uids: finding nothing means this looked in the wrong place
+  assert.ok(found.some((process) => process.uid === base), `no process of the jail uids ${base}.. found, not even the zygote`)
   return found
 }

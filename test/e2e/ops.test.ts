@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync } from 'node:fs'
 import path from 'node:path'
 import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
@@ -9,6 +9,18 @@ import { api, availableDrivers, exec, startServer, type RunningServer } from '..
 
 const run = promisify(execFile)
 const WARDEN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'warden')
+
+/** What the doctor's host-sysctls line should say here: a warning only in a container whose root can write /proc/sys. */
+function hostSysctlsMark (): '✓' | '!' {
+  const inContainer = existsSync('/.dockerenv') || existsSync('/run/.containerenv') || process.env.KUBERNETES_SERVICE_HOST !== undefined
+  if (!inContainer) return '✓'
+  try {
+    closeSync(openSync('/proc/sys/kernel/core_pattern', constants.O_WRONLY))
+    return '!'
+  } catch {
+    return '✓'
+  }
+}
 
 function metricValue (text: string, name: string, labels = ''): number {
   const line = text.split('\n').find((candidate) => candidate.startsWith(`${name}${labels} `) || (labels === '' && candidate.startsWith(`${name} `)))
@@ -106,7 +118,7 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   const lines = stdout.trim().split('\n')
   assert.deepEqual(lines.map((line) => line.split(':')[0]), [
     '✓ jail driver', '✓ user namespaces', '✓ cgroups', '✓ seccomp', '✓ python',
-    checkLanguages().missing.length === 0 ? '✓ languages' : '! languages', '✓ disk', '✓ canary execution',
+    checkLanguages().missing.length === 0 ? '✓ languages' : '! languages', '✓ disk', `${hostSysctlsMark()} host sysctls`, '✓ canary execution',
   ])
   const { stdout: bwrapVersion } = await run('bwrap', ['--version'])
   assert.ok(lines[0]?.includes(`bwrap ${bwrapVersion.trim().replace(/^bubblewrap\s*/, '')}`), lines[0])
@@ -117,7 +129,7 @@ test('warden doctor reports this machine accurately for bubblewrap and passes it
   const installed = checkLanguages().available.map((language) => language.id)
   assert.ok(lines[5]?.includes(`${installed.length} of ${LANGUAGES.length}: ${installed.join(', ')}`), lines[5])
   // seven isolation checks for each zygote's jail (data and light), then the memory, pids and leftover canaries
-  assert.match(lines[7] ?? '', /17 checks passed in a real bwrap jail/)
+  assert.match(lines[8] ?? '', /17 checks passed in a real bwrap jail/)
 })
 
 test('warden doctor names what is missing, with the fix, and exits 1', async () => {

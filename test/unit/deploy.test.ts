@@ -43,24 +43,56 @@ test('the shipped seccomp profile is Docker\'s default plus an unconditional all
   assert.ok(profile.syscalls.length > 30, 'the rest of Docker\'s default is there')
 })
 
-test('the documented docker run line and the compose file give the same capabilities and options, and no privilege', () => {
-  const run = /```sh\ndocker build -t warden \.\ndocker run ([\s\S]+?)```/.exec(readme)?.[1] ?? ''
+test('the documented docker run line and the compose file give the same capabilities and options, no privilege and no host cgroups', () => {
+  const run = /```sh\ndocker build -t warden \.\n[\s\S]*?^docker run ([^\n]+)\n```/m.exec(readme)?.[1] ?? ''
   assert.notEqual(run, '', 'README has the docker run line')
   const caps = [...run.matchAll(/--cap-add (\w+)/g)].map((match) => match[1]).sort()
-  assert.deepEqual(caps, ['CHOWN', 'KILL', 'SETGID', 'SETUID'])
-  assert.match(compose, /cap_add: \[SETUID, SETGID, CHOWN, KILL\]/)
+  assert.deepEqual(caps, ['CHOWN', 'KILL', 'SETFCAP', 'SETGID', 'SETUID'])
+  assert.match(compose, /cap_add: \[SETUID, SETGID, CHOWN, KILL, SETFCAP\]/)
   assert.match(run, /--cap-drop ALL/)
-  for (const option of ['seccomp=deploy/docker-seccomp.json', 'systempaths=unconfined', 'apparmor=unconfined', '--cgroupns=host', '/sys/fs/cgroup:/sys/fs/cgroup:rw']) {
+  for (const option of ['seccomp=deploy/docker-seccomp.json', 'systempaths=unconfined', 'apparmor=warden', 'no-new-privileges:true']) {
     assert.ok(run.includes(option), option)
   }
-  for (const option of ['seccomp=./docker-seccomp.json', 'systempaths=unconfined', 'apparmor=unconfined', 'cgroup: host', '/sys/fs/cgroup:/sys/fs/cgroup:rw']) {
+  for (const option of ['seccomp=./docker-seccomp.json', 'systempaths=unconfined', 'apparmor=warden', 'no-new-privileges:true']) {
     assert.ok(compose.includes(option), option)
   }
   const settings = compose.split('\n').filter((line) => !line.trimStart().startsWith('#')).join('\n')
-  assert.doesNotMatch(run + settings, /privileged|SYS_ADMIN/)
+  assert.doesNotMatch(run + settings, /privileged|SYS_ADMIN|\/sys\/fs\/cgroup|cgroupns|cgroup: host|apparmor=unconfined/)
+  assert.match(readme, /^apparmor_parser -r -W deploy\/warden\.apparmor/m, 'the README loads the profile it names')
   assert.match(compose, /LIBRECHAT_CODE_BASEURL: http:\/\/warden:8000\/v1/)
   assert.match(compose, /LIBRECHAT_CODE_API_KEY: \$\{WARDEN_API_KEY/)
   assert.match(compose, /CODE_API_KEY: \$\{WARDEN_API_KEY/)
+})
+
+test('the container starts the server in a writable view of its own cgroups, and the doctor checks from there', () => {
+  assert.match(read('deploy/entrypoint.sh'), /^exec python3 -I "\$\(dirname "\$0"\)\/private-cgroups\.py" "\$@"$/m)
+  assert.match(dockerfile, /^COPY deploy\/entrypoint\.sh deploy\/private-cgroups\.py \.\/deploy\/$/m)
+  assert.match(read('bin/warden'), /private-cgroups\.py" node --import "\$loader" "\$repo\/src\/doctor\.ts"/)
+})
+
+test('the Kubernetes Deployment gives the container what the docker run line gives it', () => {
+  const deployment = read('deploy/k8s/deployment.yaml')
+  assert.match(deployment, /drop: \[ALL\]\n\s+#[\s\S]*?add: \[SETUID, SETGID, CHOWN, KILL, SETFCAP\]/)
+  assert.match(deployment, /seccompProfile:\n\s+type: Localhost\n\s+localhostProfile: warden-seccomp\.json/)
+  assert.match(deployment, /appArmorProfile:\n\s+type: Localhost\n\s+localhostProfile: warden/)
+  assert.match(deployment, /procMount: Unmasked/)
+  assert.match(deployment, /allowPrivilegeEscalation: false/)
+  assert.match(deployment, /readinessProbe:\n\s+httpGet:\n\s+path: \/health\/ready/)
+  assert.match(deployment, /livenessProbe:\n\s+httpGet:\n\s+path: \/health\/live/)
+  assert.match(deployment, /claimName: warden-data/)
+  assert.match(read('deploy/k8s/pvc.yaml'), /name: warden-data/)
+  assert.doesNotMatch(deployment, /privileged: true|SYS_ADMIN/)
+  for (const file of ['pvc.yaml', 'deployment.yaml', 'service.yaml']) assert.match(read('deploy/k8s/kustomization.yaml'), new RegExp(`- ${file}`))
+})
+
+test('the systemd unit delegates its cgroup, survives a worker\'s OOM kill and stops the server gracefully', () => {
+  const unit = read('deploy/warden.service')
+  const setting = (name: string) => new RegExp(`^${name}=(.*)$`, 'm').exec(unit)?.[1]
+  assert.equal(setting('Delegate'), 'yes', 'Warden divides its own cgroup (F1, F5)')
+  assert.equal(setting('OOMPolicy'), 'continue', 'a worker OOM kill is an outcome, not a reason to stop')
+  assert.equal(setting('KillMode'), 'mixed', 'SIGTERM to the server alone, so it can drain')
+  assert.equal(setting('ExecStart'), '/opt/warden/bin/warden start')
+  assert.match(readme, /deploy\/warden\.service/, 'README says how to install it')
 })
 
 /** What provides each language in the full image and in CI; JavaScript runs on the Node that runs Warden. */

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, test } from 'node:test'
 import { detectCgroups, type Cgroups } from '../../../src/jail/cgroup.ts'
+import { isSelfOrDescendant, type DelegationProbe } from '../../../src/jail/cgroup-delegation.ts'
 
 // A fake cgroup2 tree following Documentation/admin-guide/cgroup-v2.rst. The kernel makes a group's
 // control files on mkdir; a plain directory does not, so groups the code will create are pre-made here.
@@ -40,7 +41,14 @@ async function makeGroup (dir: string, overrides: Record<string, string | null> 
   }
 }
 
-async function detect (selfCgroup = '0::/system.slice/warden.service\n', mountRoot = '/') {
+/** A host where systemd marked Warden's unit as delegated (the `user.delegate` xattr of Delegate=yes). */
+const DELEGATED: DelegationProbe = {
+  delegateXattr: async () => '1',
+  unitDelegate: async () => true,
+  isOwnProcess: () => true,
+}
+
+async function detect (selfCgroup = '0::/system.slice/warden.service\n', mountRoot = '/', delegation = DELEGATED) {
   await writeFile(path.join(root, 'mountinfo'), [
     '22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw',
     `31 22 0:26 ${mountRoot} ${fsRoot} rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate`,
@@ -52,6 +60,7 @@ async function detect (selfCgroup = '0::/system.slice/warden.service\n', mountRo
     fsRoot,
     mountInfoPath: path.join(root, 'mountinfo'),
     selfCgroupPath: path.join(root, 'self-cgroup'),
+    delegation,
   })
 }
 
@@ -117,7 +126,7 @@ test('the base is found relative to the mount\'s root (a cgroup namespace or a b
   assert.equal(bound.cgroups.description, `cgroup v2 (memory, pids, cpu) at ${base}`)
 })
 
-test('a zygote group gets its limits, a lower cpu.weight, one bind mount and procs files owned by the zygote', async () => {
+test('a zygote group gets its limits, a lower cpu.weight, one bind mount; the zygote owns the group\'s procs file, the server keeps the leaf\'s', async () => {
   const cgroups = await open()
   await makeGroup(path.join(base, INSTANCE, 'z1'))
   await makeGroup(path.join(base, INSTANCE, 'z1/zygote'))
@@ -128,7 +137,8 @@ test('a zygote group gets its limits, a lower cpu.weight, one bind mount and pro
   assert.equal(await read(`${INSTANCE}/z1/zygote/pids.max`), '64')
   assert.equal(await read(`${INSTANCE}/z1/zygote/cpu.weight`), '25')
   assert.equal(await ownerOf(`${INSTANCE}/z1/cgroup.procs`), OWNER_UID)
-  assert.equal(await ownerOf(`${INSTANCE}/z1/zygote/cgroup.procs`), OWNER_UID)
+  // the root wrapper writes the leaf: without CAP_DAC_OVERRIDE (Docker's --cap-drop ALL) only a file it owns
+  assert.equal(await ownerOf(`${INSTANCE}/z1/zygote/cgroup.procs`), process.getuid?.())
   assert.deepEqual(zygote, {
     name: 'z1',
     launcherProcsFiles: [path.join(base, INSTANCE, 'z1/zygote/cgroup.procs')],
@@ -215,6 +225,81 @@ test('a stale instance of a dead server is swept, a live server\'s is kept', asy
   assert.ok(existsSync(path.join(base, `warden-${process.pid}`)))
 })
 
+/** Nothing was moved, enabled or created in the base: Warden left a cgroup that is not its own alone. */
+async function assertUntouched (dir: string): Promise<void> {
+  assert.equal(existsSync(path.join(dir, 'warden-server')), false, 'no process was moved')
+  assert.equal(await readFile(path.join(dir, 'cgroup.subtree_control'), 'utf8'), '', 'no controller was enabled')
+  assert.equal(existsSync(path.join(dir, INSTANCE)), false, 'no instance was created')
+}
+
+// F1, F5 of the deployment issue: without Delegate=yes, systemd stopped Warden's unit at the first OOM
+// kill, and a Warden started from an ssh login moved ssh.service's processes into its own tree
+test('a systemd unit without Delegate=yes (ssh.service of a login shell) is refused, saying what to set, and left untouched', async () => {
+  const ssh = path.join(fsRoot, 'system.slice/ssh.service')
+  await makeGroup(ssh, { 'cgroup.procs': '612\n4242\n' })
+  const asked: string[] = []
+  const detection = await detect('0::/system.slice/ssh.service\n', '/', {
+    delegateXattr: async (dir) => { asked.push(dir); return null },
+    unitDelegate: async (unit) => { asked.push(unit); return false },
+    isOwnProcess: () => true,
+  })
+  assert.equal(detection.ok, false)
+  const reason = detection.ok ? '' : detection.reason
+  assert.match(reason, /systemd unit ssh\.service, which has Delegate=no/)
+  assert.match(reason, /Delegate=yes \(deploy\/warden\.service/)
+  assert.match(reason, /its own cgroup namespace/)
+  assert.doesNotMatch(reason, /cgroup v1|--privileged/, 'no fallback to v1 and no generic fix')
+  assert.deepEqual(asked, [ssh, 'ssh.service'])
+  await assertUntouched(ssh)
+})
+
+test('a unit systemd did not mark with the user.delegate attribute is refused even where systemctl cannot answer', async () => {
+  const detection = await detect('0::/system.slice/warden.service\n', '/', { ...DELEGATED, delegateXattr: async () => null, unitDelegate: async () => null })
+  assert.equal(detection.ok, false)
+  assert.match(detection.ok ? '' : detection.reason, /warden\.service, which is not marked as delegated/)
+  await assertUntouched(base)
+})
+
+test('a unit an older systemd reports as Delegate=yes only through systemctl is divided', async () => {
+  const detection = await detect('0::/system.slice/warden.service\n', '/', { ...DELEGATED, delegateXattr: async () => null })
+  assert.ok(detection.ok, detection.ok ? '' : detection.reason)
+})
+
+test('a transient scope (systemd-run --scope) is a unit too: refused without Delegate=yes', async () => {
+  const scope = path.join(fsRoot, 'user.slice/user-0.slice/session-3.scope')
+  await makeGroup(scope)
+  const detection = await detect('0::/user.slice/user-0.slice/session-3.scope\n', '/', { ...DELEGATED, delegateXattr: async () => null, unitDelegate: async () => false })
+  assert.match(detection.ok ? '' : detection.reason, /systemd unit session-3\.scope, which has Delegate=no/)
+  await assertUntouched(scope)
+})
+
+test('a server restarted inside warden-server of a unit that lost Delegate=yes is refused too', async () => {
+  await makeGroup(path.join(base, 'warden-server'))
+  const detection = await detect('0::/system.slice/warden.service/warden-server\n', '/', { ...DELEGATED, delegateXattr: async () => null, unitDelegate: async () => false })
+  assert.match(detection.ok ? '' : detection.reason, /Warden's cgroup \/system\.slice\/warden\.service belongs to the systemd unit warden\.service/)
+})
+
+test('the root of Warden\'s cgroup namespace (a container\'s own) is divided without asking systemd', async () => {
+  await makeGroup(fsRoot, { 'cgroup.procs': '1\n7\n' })
+  const nobody = async (): Promise<never> => { throw new Error('systemd was asked about a namespace root') }
+  const detection = await detect('0::/\n', '/', { delegateXattr: nobody, unitDelegate: nobody, isOwnProcess: () => false })
+  assert.ok(detection.ok, detection.ok ? '' : detection.reason)
+})
+
+test('a cgroup outside systemd is divided when only Warden\'s own processes are in it, refused when a stranger shares it', async () => {
+  const plain = path.join(fsRoot, 'apps/warden')
+  await makeGroup(plain, { 'cgroup.procs': '4242\n4243\n' })
+  const own = await detect('0::/apps/warden\n', '/', { ...DELEGATED, isOwnProcess: (pid) => pid === 4242 || pid === 4243 })
+  assert.ok(own.ok, own.ok ? '' : own.reason)
+
+  const shared = path.join(fsRoot, 'apps/shared')
+  await makeGroup(shared, { 'cgroup.procs': '4242\n999\n' })
+  const detection = await detect('0::/apps/shared\n', '/', { ...DELEGATED, isOwnProcess: (pid) => pid === 4242 })
+  assert.equal(detection.ok, false)
+  assert.match(detection.ok ? '' : detection.reason, /cgroup \/apps\/shared also holds processes that are not Warden's \(pids 999\)/)
+  await assertUntouched(shared)
+})
+
 test('a missing controller is reported by name, with the fix, and nothing is created', async () => {
   await writeFile(path.join(base, 'cgroup.controllers'), 'cpu io memory\n')
   const detection = await detect()
@@ -229,4 +314,16 @@ test('CGROUPS=off and an unreadable mount table are reasons, not exceptions', as
   const detection = await detectCgroups({ instance: INSTANCE, mode: 'auto', mountInfoPath: path.join(root, 'missing') })
   assert.equal(detection.ok, false)
   assert.match(detection.ok ? '' : detection.reason, /cannot read the mount table/)
+})
+
+test('Warden\'s own processes are itself and what it started, not the shell or init that started it', async () => {
+  const child = spawn('sleep', ['100'], { stdio: 'ignore' })
+  try {
+    assert.equal(isSelfOrDescendant(process.pid, process.pid), true)
+    assert.equal(isSelfOrDescendant(child.pid as number, process.pid), true)
+    assert.equal(isSelfOrDescendant(process.ppid, process.pid), false)
+    assert.equal(isSelfOrDescendant(1, process.pid), false)
+  } finally {
+    child.kill('SIGKILL')
+  }
 })
