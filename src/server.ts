@@ -8,7 +8,9 @@ import { StartupError, startServices } from './services.ts'
  * single cost of the server's own CPU per execution at LOG_LEVEL=info (one request line each).
  */
 const LOG_FLUSH_MS = 200
-const logDestination = pino.destination({ dest: 1, minLength: 4096, sync: false })
+// a reader of stdout that stops reading costs at most this much memory: later lines are dropped, not queued
+const LOG_BUFFER_MAX_BYTES = 16 * 2 ** 20
+const logDestination = pino.destination({ dest: 1, minLength: 4096, maxLength: LOG_BUFFER_MAX_BYTES, sync: false })
 setInterval(() => logDestination.flush(), LOG_FLUSH_MS).unref()
 // what is buffered goes out before the process exits, whatever the way out (an uncaught error too)
 process.once('exit', () => {
