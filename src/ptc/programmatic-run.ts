@@ -5,7 +5,7 @@ import { finishExecution, prepareExecution } from '../exec/execute.ts'
 import { RunCollector } from '../exec/collect-run.ts'
 import type { Outcome } from '../exec/outcome.ts'
 import type { LiveWorker } from '../live/registry.ts'
-import type { Run, ToolStub } from '../pool/run.ts'
+import type { Program, Run, ToolStub } from '../pool/run.ts'
 
 export interface ToolCall { id: string, name: string, input: unknown }
 export interface ToolResult { call_id: string, result?: unknown, is_error?: boolean, error_message?: string }
@@ -107,11 +107,11 @@ export class ProgrammaticRun {
   }
 
   /** Starts the program on `live` (a worker of its own); the first answer comes from `next()`. */
-  static async start (request: ExecutionRequest, tools: ToolStub[], live: () => Promise<LiveWorker>, deps: ExecDeps, settings: ProgrammaticSettings, events: RunEvents): Promise<ProgrammaticRun> {
+  static async start (request: ExecutionRequest, tools: ToolStub[], live: (program: Program) => Promise<LiveWorker>, deps: ExecDeps, settings: ProgrammaticSettings, events: RunEvents): Promise<ProgrammaticRun> {
     const prepared = await prepareExecution(request, deps)
     let worker: LiveWorker
     try {
-      worker = await live()
+      worker = await live(prepared.job.program)
     } catch (error) {
       await prepared.outputs.discard()
       throw error

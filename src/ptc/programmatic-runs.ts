@@ -3,7 +3,6 @@ import { sameOwner, type Identity } from '../auth/identity.ts'
 import type { ProgrammaticToolSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { ExecDeps, ExecutionRequest } from '../exec/execute.ts'
-import { programFor } from '../exec/languages/index.ts'
 import type { LiveWorkers } from '../live/registry.ts'
 import type { ToolStub } from '../pool/run.ts'
 import { ProgrammaticRun, type RoundAnswer, type RunEndReason, type ToolResult } from './programmatic-run.ts'
@@ -44,7 +43,7 @@ export class ProgrammaticRuns {
   async start (request: ExecutionRequest, tools: ToolStub[], round: RoundRequest): Promise<RoundAnswer> {
     const { live, settings } = this.deps
     const caps = { max: settings.maxPausedRuns, maxPerUser: settings.maxPausedRunsPerUser }
-    const run = await ProgrammaticRun.start(request, tools, async () => await live.create(request.identity, 'ptc', caps, { flavor: this.deps.exec.flavorOf?.(programFor(request.language, { code: request.code, limits: this.deps.exec.limits }), request.code) }), this.deps.exec, settings, {
+    const run = await ProgrammaticRun.start(request, tools, async (program) => await live.create(request.identity, 'ptc', caps, { flavor: this.deps.exec.flavorOf?.(program, request.code) }), this.deps.exec, settings, {
       paused: (paused, calls) => {
         if (paused.token !== null) this.byToken.set(paused.token, paused)
         this.deps.observer.round(calls)
