@@ -23,7 +23,17 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim AS slim
+# The files of Warden itself, gathered once and copied last into each image below, so that a change
+# to the server rebuilds one small layer, not the runtimes under it.
+FROM scratch AS app
+COPY --from=modules /app/node_modules /app/node_modules
+COPY package.json package-lock.json nsjail.cfg tsconfig.json /app/
+COPY bin /app/bin
+COPY src /app/src
+COPY sandbox /app/sandbox
+COPY deploy/entrypoint.sh deploy/private-cgroups.py /app/deploy/
+
+FROM node:20-bookworm-slim AS runtimes-slim
 # nsjail's runtime libraries, bubblewrap (fallback driver), setpriv (util-linux), tini as PID 1 (it
 # reaps whatever a killed jail leaves to it), and the Python data stack the workers preload and offer.
 RUN apt-get update \
@@ -37,15 +47,7 @@ COPY --from=nsjail /usr/local/bin/nsjail /usr/local/bin/nsjail
 RUN mkdir -p /usr/local/share/warden/matplotlib \
  && MPLCONFIGDIR=/usr/local/share/warden/matplotlib python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot" \
  && chmod -R a+rX /usr/local/share/warden
-
 WORKDIR /app
-COPY --from=modules /app/node_modules ./node_modules
-COPY package.json package-lock.json nsjail.cfg tsconfig.json ./
-COPY bin ./bin
-COPY src ./src
-COPY sandbox ./sandbox
-COPY deploy/entrypoint.sh deploy/private-cgroups.py ./deploy/
-
 ENV HOST=0.0.0.0 \
     PORT=8000 \
     DATA_DIR=/data \
@@ -62,7 +64,7 @@ CMD ["/app/bin/warden", "start"]
 # image's own Node 20 (/usr/local/bin/node): Debian's nodejs would add an older second Node. TypeScript is
 # the npm package, under /usr/local where jails see it. openjdk's postinst needs the man directory that
 # the slim base leaves out.
-FROM slim AS full
+FROM runtimes-slim AS runtimes-full
 ARG TYPESCRIPT_VERSION=5.9
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
@@ -71,3 +73,10 @@ RUN mkdir -p /usr/share/man/man1 \
  && rm -rf /var/lib/apt/lists/* \
  && npm install -g --no-audit --no-fund "typescript@${TYPESCRIPT_VERSION}" \
  && npm cache clean --force
+
+FROM runtimes-slim AS slim
+COPY --from=app /app /app
+
+# the default target: the last stage
+FROM runtimes-full AS full
+COPY --from=app /app /app

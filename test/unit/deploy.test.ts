@@ -66,7 +66,7 @@ test('the documented docker run line and the compose file give the same capabili
 
 test('the container starts the server in a writable view of its own cgroups, and the doctor checks from there', () => {
   assert.match(read('deploy/entrypoint.sh'), /^exec python3 -I "\$\(dirname "\$0"\)\/private-cgroups\.py" "\$@"$/m)
-  assert.match(dockerfile, /^COPY deploy\/entrypoint\.sh deploy\/private-cgroups\.py \.\/deploy\/$/m)
+  assert.match(dockerfile, /^COPY deploy\/entrypoint\.sh deploy\/private-cgroups\.py \/app\/deploy\/$/m)
   assert.match(read('bin/warden'), /private-cgroups\.py" node --import "\$loader" "\$repo\/src\/doctor\.ts"/)
 })
 
@@ -95,6 +95,25 @@ test('the systemd unit delegates its cgroup, survives a worker\'s OOM kill and s
   assert.match(readme, /deploy\/warden\.service/, 'README says how to install it')
 })
 
+/** The Dockerfile's stages by name: the image each starts from and its lines. */
+function dockerfileStages (): Map<string, { from: string, body: string }> {
+  const stages = new Map<string, { from: string, body: string }>()
+  for (const block of dockerfile.split(/^(?=FROM )/m).slice(1)) {
+    const [, from = '', name = ''] = /^FROM (\S+) AS (\S+)/.exec(block) ?? []
+    stages.set(name, { from, body: block })
+  }
+  return stages
+}
+
+/** Every line that goes into the image a target builds: its stage and the stages it is built on. */
+function imageText (target: string): string {
+  const stages = dockerfileStages()
+  let text = ''
+  for (let stage = stages.get(target); stage !== undefined; stage = stages.get(stage.from)) text = stage.body + text
+  assert.ok(text !== '', `no stage ${target}`)
+  return text
+}
+
 /** What provides each language in the full image and in CI; JavaScript runs on the Node that runs Warden. */
 const RUNTIME_PACKAGES: Record<string, { debian: string[], npm?: string }> = {
   python: { debian: ['python3'] },
@@ -114,10 +133,10 @@ const RUNTIME_PACKAGES: Record<string, { debian: string[], npm?: string }> = {
 
 test('the full image and CI install every language\'s runtime; the slim image only Python and Bash', () => {
   assert.deepEqual(Object.keys(RUNTIME_PACKAGES).sort(), LANGUAGES.map((language) => language.id).sort(), 'a new language names its packages here')
-  const slim = dockerfile.slice(dockerfile.indexOf(' AS slim'), dockerfile.indexOf(' AS full'))
-  const full = dockerfile.slice(dockerfile.indexOf(' AS slim'))
+  const slim = imageText('slim')
+  const full = imageText('full')
   const ci = read('.ci/run')
-  assert.ok(dockerfile.lastIndexOf('\nFROM ') === dockerfile.indexOf('\nFROM slim AS full'), 'full is the last stage: the default target')
+  assert.equal([...dockerfileStages().keys()].at(-1), 'full', 'full is the last stage: the default target')
   for (const [id, { debian, npm }] of Object.entries(RUNTIME_PACKAGES)) {
     for (const pkg of debian) {
       const installed = new RegExp(`[ \\t]${pkg.replace(/[+]/g, '\\+')}(?=[ \\t\\n\\\\])`)
