@@ -42,6 +42,7 @@ vm_start () {
       -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" -append "$cmdline" \
       -drive "file=$disk,if=virtio,format=qcow2,cache=unsafe" \
       -drive "file=$WORK/source.img,if=virtio,format=raw,readonly=on" \
+      -drive "file=$WORK/docker-cache.img,if=virtio,format=raw,cache=unsafe" \
       -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" -device virtio-net-pci,netdev=net0 \
       -display none -monitor none -serial "file:$WORK/serial.log" -no-reboot &
     VM_PID=$!

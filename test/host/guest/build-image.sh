@@ -49,5 +49,11 @@ fi
 say "docker build (classic builder) of $REPO"
 started=$(date +%s)
 # shellcheck disable=SC2086
-DOCKER_BUILDKIT=0 docker build -q $target_args -f "$DOCKERFILE" -t warden "$REPO" >/dev/null
-say "image warden built in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' warden | awk '{ printf "%.2f GB", $1 / 1e9 }')"
+if ! DOCKER_BUILDKIT=0 docker build $target_args -f "$DOCKERFILE" -t warden "$REPO" >/tmp/docker-build.log 2>&1; then
+  tail -30 /tmp/docker-build.log >&2
+  say "docker build failed after $(( $(date +%s) - started )) s"
+  exit 1
+fi
+steps=$(grep -c '^Step ' /tmp/docker-build.log)
+cached=$(grep -c 'Using cache' /tmp/docker-build.log)
+say "image warden built in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' warden | awk '{ printf "%.2f GB", $1 / 1e9 }'): $((steps - cached)) of $steps steps run, $cached from the layer cache of earlier runs (test/host/run.sh)"

@@ -52,3 +52,11 @@ smoke () {
 versions () {
   info "kernel $(uname -r); $(systemctl --version | head -1); docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo none); cgroup fs $(stat -fc %T /sys/fs/cgroup); $(date -u +%Y-%m-%d)"
 }
+
+# doctor_ok <doctor output> [the one warning expected]: the canary ran and no other line is ✗ or !.
+# Two -e patterns, not the bracket [✗!]: outside a UTF-8 locale (an ssh command here) a bracket matches
+# bytes, and ✓ shares its first byte with ✗, so every line would count as a failure
+doctor_ok () {
+  printf '%s\n' "$1" | grep -q '^✓ canary execution' || return 1
+  ! printf '%s\n' "$1" | grep -v -e "${2:-^\$}" | grep -q -e '^✗' -e '^!'
+}
