@@ -91,7 +91,9 @@ if sh -ec "$BLOCK" && wait_ready "$URL" 900 warden; then
   pass "$MODE container: ready with the README's line"
   run_checks "$MODE container, the README's line" "$URL" "$KEY" nsjail "$CG"
   out=$(docker exec warden /app/bin/warden doctor 2>&1)
+  status=$?
   printf '%s\n' "$out"
+  info "$MODE container: the doctor exited with $status"
   # the slim target (HOST_TEST_IMAGE_TARGET=slim) has Python and Bash only: its languages warning is expected
   expected='^$'
   docker exec warden test -x /usr/bin/rustc || expected='^! languages: '
