@@ -55,6 +55,7 @@ if ! DOCKER_BUILDKIT=0 docker build $target_args -f "$DOCKERFILE" -t warden "$RE
   exit 1
 fi
 # (grep -c exits 1 when it counts none: a build without a cached step is no failure)
-steps=$(grep -c '^Step ' /tmp/docker-build.log || true)
+# (FROM lines are steps too, but never "Using cache": they are not counted)
+steps=$(grep '^Step ' /tmp/docker-build.log | grep -vc ' : FROM ' || true)
 cached=$(grep -c 'Using cache' /tmp/docker-build.log || true)
 say "image warden built in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' warden | awk '{ printf "%.2f GB", $1 / 1e9 }'): $((steps - cached)) of $steps steps run, $cached from the layer cache of earlier runs (test/host/run.sh)"
