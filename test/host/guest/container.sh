@@ -45,7 +45,7 @@ echo "$BLOCK" | sed 's/^/    /'
 # systempaths=unconfined to the daemon as is (refused: measured here). Debian 13's docker-compose package
 # is Compose v2 (a Go program needing only libc), installed from trixie for this one package.
 compose_v2 () {
-  docker-compose version 2>/dev/null | grep -q 'version v2' && return 0
+  docker-compose version 2>/dev/null | grep -q 'version v\?2\.' && return 0
   echo 'deb http://deb.debian.org/debian trixie main' >/etc/apt/sources.list.d/trixie-compose.list
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose/trixie >/dev/null
   status=$?
