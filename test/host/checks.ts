@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
 import type { RunningServer } from '../helpers/server.ts'
 import { USER_ID, bashTool, codeTool, downloadAsLibreChat, injectedFromUpload, invoke, uploadAsLibreChat, type ToolResult } from '../helpers/librechat.ts'
+import { PROGRAMS } from '../helpers/programs.ts'
 
 /**
  * What `npm run test:host` checks against a Warden that is already running in the guest: natively under
@@ -18,6 +19,8 @@ const API_KEY = required('WARDEN_API_KEY')
 const DRIVER = required('WARDEN_DRIVER')
 const PIDS_LIMIT = Number(process.env.WARDEN_PIDS_LIMIT ?? 128)
 const TIMEOUT_MS = 300_000
+/** How many languages the server must offer: 13 in the full image; unset, whatever this host installed. */
+const EXPECTED_LANGUAGES = (process.env.WARDEN_LANGUAGES ?? '') === '' ? undefined : Number(process.env.WARDEN_LANGUAGES)
 const server = { baseUrl: BASE_URL, apiUrl: `${BASE_URL}/v1`, apiKey: API_KEY } as RunningServer
 
 type Json = Record<string, any>
@@ -144,6 +147,20 @@ describe(`Warden at ${BASE_URL} (${DRIVER})`, () => {
       assert.match(bomb.content, /Execution exceeded the memory limit of \d+ MiB and was stopped\./)
       assert.equal((await runPython('print(1 + 1)')).content, 'stdout:\n2')
     })
+  })
+
+  test('every language the server offers prints hello, world through the LibreChat client\'s execute_code', { timeout: TIMEOUT_MS * 4 }, async (t) => {
+    const available = (await health()).languages.available as Array<{ id: string, lang: string[] }>
+    if (EXPECTED_LANGUAGES !== undefined) assert.equal(available.length, EXPECTED_LANGUAGES, available.map((language) => language.id).join(', '))
+    assert.ok(available.length >= 2, 'Python and Bash at least')
+    for (const language of available) {
+      const lang = language.lang.find((alias) => PROGRAMS[alias] !== undefined)
+      assert.ok(lang !== undefined, `no test program for ${language.id} (${language.lang.join(', ')})`)
+      // one after the other: a compiler gets the guest's CPUs to itself
+      const result = await invoke(codeTool(server), { lang, code: PROGRAMS[lang]?.hello })
+      assert.equal(result.content, 'stdout:\nhello, world', `${language.id}: ${result.content}`)
+    }
+    t.diagnostic(`${available.length} languages: ${available.map((language) => language.id).join(', ')}`)
   })
 
   test('afterwards /health is still ok and no jail had to be restarted', { timeout: TIMEOUT_MS }, async () => {
