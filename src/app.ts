@@ -4,6 +4,7 @@ import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
+import { closesConnection } from './api/connection.ts'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
@@ -95,7 +96,8 @@ export async function buildApp (config: Config, services: AppServices) {
   // Fastify parses text/plain by default; /exec wants JSON and should say so with a 415
   app.removeContentTypeParser('text/plain')
   // first, so that every answer carries it, a 401 included (spec §4.4); while shutting down, every
-  // answer also closes its connection, so keep-alive clients do not hold the server past its last run
+  // answer also closes its connection, so keep-alive clients do not hold the server past its last run,
+  // and so does every answer to LibreChat's axios calls (api/connection.ts)
   app.decorateRequest('executionProfile', 'default')
   app.addHook('onRequest', async (request, reply) => {
     const served = config.sessions.profiles
@@ -103,8 +105,8 @@ export async function buildApp (config: Config, services: AppServices) {
     request.executionProfile = servedProfile(request.headers['x-codeapi-expected-profile'], served)
     reply.header('x-codeapi-execution-profile', request.executionProfile)
   })
-  app.addHook('onSend', async (_request, reply) => {
-    if (services.isDraining()) reply.header('connection', 'close')
+  app.addHook('onSend', async (request, reply) => {
+    if (services.isDraining() || closesConnection(request)) reply.header('connection', 'close')
   })
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)
