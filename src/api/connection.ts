@@ -19,6 +19,9 @@ const AXIOS_ROUTES = new Set(['/upload', '/upload/batch', '/download/:session_id
 const AXIOS_ACCEPT = 'application/json, text/plain, */*'
 
 export function closesConnection (request: FastifyRequest): boolean {
+  // only once the whole request was read: an answer given earlier (a refused upload) that closed the
+  // connection would reach the client as a reset while it is still sending, not as the answer
+  if (!request.raw.complete) return false
   const route = (request.routeOptions.url ?? '').replace(/^\/v1(?=\/)/, '')
   return AXIOS_ROUTES.has(route) || request.headers.accept === AXIOS_ACCEPT
 }
