@@ -12,7 +12,7 @@ import { api, availableDrivers, exec, it, startServer, suiteContext, type Runnin
 
 const OVERSIZED = JSON.stringify({ lang: 'py', code: '#'.repeat(2 * 1024 * 1024) })
 
-async function postOversized (server: RunningServer, body: BodyInit): Promise<Response> {
+async function postOversized (server: RunningServer, body: string | ReadableStream<Uint8Array>): Promise<Response> {
   return await api(server, '/exec', { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit)
 }
 
