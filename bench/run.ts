@@ -5,7 +5,7 @@
  * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
  * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (auto),
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
- * (the lang values to measure; all installed).
+ * (the lang values to measure; all installed); `terminal` names the Open Terminal rows (bench/terminals.ts).
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -14,6 +14,7 @@ import path from 'node:path'
 import { launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
 import { measureLanguages, renderLanguageTable } from './languages.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
+import { describeTerminals, measureTerminals } from './terminals.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
 import { renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
 import { Client, scenarios, type Scenario } from './scenarios.ts'
@@ -149,6 +150,9 @@ const kernels = env.BENCH_URL === undefined && wantsJupyter ? await measureIdleK
 const languages = env.BENCH_URL === undefined && (only === undefined || only.includes('languages'))
   ? await measureLanguages({ runs: Number(env.BENCH_LANGUAGE_RUNS ?? 10), jail, only: env.BENCH_LANGUAGES?.split(','), log: (line) => process.stderr.write(`${line}\n`) })
   : []
+const terminals = env.BENCH_URL === undefined && (only === undefined || only.includes('terminal'))
+  ? await measureTerminals({ concurrencies: baselineConcurrencies, durationMs, jail })
+  : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
@@ -168,6 +172,11 @@ if (wantsRegular || wantsJupyter) {
   await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
   if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
   process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')
+}
+if (terminals !== null) {
+  await writeFile(path.join(outDir, 'terminals.json'), JSON.stringify({ date, machine, jail, ...terminals }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'terminals.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${describeTerminals(terminals)}\n`)
+  process.stdout.write(`\n${describeTerminals(terminals)}\n`)
 }
 // the language rows have files of their own: a run of only them leaves the other results as they were
 if (languages.length > 0) {
