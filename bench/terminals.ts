@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
-import path from 'node:path'
 import { Pool } from 'undici'
 import { launchServer } from './launch.ts'
-import { findInstanceDirs, percentile } from './measure.ts'
+import { jailMemoryUsage, percentile } from './measure.ts'
 
 /**
  * Open WebUI's Open Terminal path: one `run_command` tool call of `echo hi` as Open WebUI's backend makes
@@ -98,11 +96,7 @@ export async function measureTerminals (options: { concurrencies: number[], dura
 async function measureIdleTerminals (jail: string): Promise<IdleTerminals> {
   const server = await launchServer({ JAIL: jail, POOL_MIN: '2', POOL_MAX: '2', MAX_TERMINALS: String(IDLE_TERMINALS), MAX_TERMINALS_PER_USER: '1', MAX_LIVE_WORKERS: String(IDLE_TERMINALS + 4) })
   try {
-    const dirs = findInstanceDirs(server.pid as number)
-    if (dirs.memory === null) throw new Error('no memory cgroup of the bench server found')
-    const v1 = path.join(dirs.memory, 'memory.usage_in_bytes')
-    const usageFile = existsSync(v1) ? v1 : path.join(dirs.memory, 'memory.current')
-    const usage = () => Number(readFileSync(usageFile, 'utf8'))
+    const usage = jailMemoryUsage(server.pid as number)
     await new Promise((resolve) => setTimeout(resolve, 1000))
     const before = usage()
     for (let user = 0; user < IDLE_TERMINALS; user++) {
