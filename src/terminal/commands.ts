@@ -27,6 +27,8 @@ export interface CommandRequest {
 interface StatusReply { status: 'running' | 'done' | 'killed', exit_code: number | null, output: string[], truncated: boolean, next_offset: number }
 
 const BASH = '/bin/bash'
+/** commands whose id still answers: twice what the jail keeps, so none it keeps is forgotten here first */
+const MAX_REMEMBERED = 128
 const KILL = 9
 const TERM = 15
 
@@ -57,6 +59,12 @@ export class Commands {
     })
     this.labels.set(id, request.command)
     this.channels.set(id, channel)
+    // the jail forgets finished commands past its own limit (64); so do we, oldest first
+    for (const old of [...this.labels.keys()].slice(0, Math.max(0, this.labels.size - MAX_REMEMBERED))) {
+      this.labels.delete(old)
+      this.jail.closeChannel(this.channels.get(old) ?? 0)
+      this.channels.delete(old)
+    }
     const seconds = request.timeoutMs / 1000
     this.timers.set(id, setTimeout(() => {
       this.timers.delete(id)

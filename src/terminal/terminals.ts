@@ -176,7 +176,8 @@ export class Terminals {
   }
 
   private async start (owner: Identity, key: string): Promise<Entry> {
-    const live = await this.live.create(owner, 'terminal', { max: this.settings.max, maxPerUser: this.settings.maxPerUser })
+    // the terminal's own loop imports nothing of the data stack; commands are processes of their own
+    const live = await this.live.create(owner, 'terminal', { max: this.settings.max, maxPerUser: this.settings.maxPerUser }, { flavor: 'light' })
     try {
       const jail = await TerminalJail.start(owner, `terminal:${key}`, live, this.deps)
       const entry: Entry = { jail, commands: new Commands(jail, () => { jail.checkpoint().catch((error: Error) => this.log.warn({ err: error }, 'terminal home not saved')) }), ptys: new Set() }

@@ -263,3 +263,31 @@ for (const driver of availableDrivers()) {
     })
   })
 }
+
+for (const driver of availableDrivers()) {
+  describe(`Open Terminal with a terminal per chat, TERMINAL_PER_CHAT (${driver})`, () => {
+    let base: string
+    const suite = suiteContext()
+    before(async () => {
+      const server = await startServer(suite, { driver, env: { CODE_API_KEY: KEY, TERMINAL_PER_CHAT: 'true' } })
+      base = `${server.baseUrl}/terminal`
+    })
+
+    it('§4.3 two chats of one user (X-Session-Id) get two jails: neither sees the other\'s files or processes', async () => {
+      const spec = await (await fetch(`${base}/openapi.json`)).json() as Json
+      const tools = new Map(toolsFromSpec(spec).map((item) => [item.name, item]))
+      const chat = (chatId: string): CallOptions => ({ baseUrl: base, key: KEY, userId: 'u-C', chatId, floats: ['wait'] })
+      const write = tools.get('write_file')
+      const read = tools.get('read_file')
+      const run = tools.get('run_command')
+      assert.ok(write !== undefined && read !== undefined && run !== undefined)
+      assert.equal((await callToolLikeBackend(write, { path: 'chat-one.txt', content: 'one' }, chat('chat-1'))).status, 200)
+      await callToolLikeBackend(run, { command: 'sleep 200 & echo ok', wait: 5 }, chat('chat-1'))
+      assert.equal((await callToolLikeBackend(read, { path: 'chat-one.txt' }, chat('chat-2'))).status, 404)
+      const other = await callToolLikeBackend(run, { command: 'ls /mnt/data; ps -eo args', wait: 10 }, chat('chat-2'))
+      const text = (other.body.output as Array<{ data: string }>).map((entry) => entry.data).join('')
+      assert.doesNotMatch(text, /chat-one\.txt|sleep 200/)
+      assert.equal((await callToolLikeBackend(read, { path: 'chat-one.txt' }, chat('chat-1'))).body.content, 'one')
+    })
+  })
+}
