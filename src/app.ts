@@ -8,7 +8,9 @@ import { closesConnection, drainUnreadBody } from './api/connection.ts'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
-import { isJupyterPath, jupyterRoutes } from './api/jupyter/routes.ts'
+import { isJupyterPath, jupyterRoutes, webSockets } from './api/jupyter/routes.ts'
+import { terminalRoutes } from './api/terminal/routes.ts'
+import { Terminals } from './terminal/terminals.ts'
 import { JupyterAuth } from './auth/jupyter-auth.ts'
 import { metricsRoutes } from './api/metrics.ts'
 import { programmaticRoutes } from './api/programmatic.ts'
@@ -114,7 +116,10 @@ export async function buildApp (config: Config, services: AppServices) {
   app.decorateRequest('principal', null)
   const basePath = config.jupyter.basePath ?? ''
   // the Jupyter API authenticates its own way (tokens in URLs, password logins): see api/jupyter/routes.ts
-  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath)
+  // so does the terminal API, with Open WebUI's bearer key (api/terminal/routes.ts)
+  const terminalPath = config.terminal.basePath
+  const isTerminalPath = (path: string) => config.terminal.enabled && services.live !== null && (path === terminalPath || path.startsWith(`${terminalPath}/`))
+  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath) || isTerminalPath(routePath(request))
   app.addHook('onRequest', async (request) => {
     if (ownAuthentication(request)) return
     request.principal = await authenticate(request.headers)
@@ -167,6 +172,14 @@ export async function buildApp (config: Config, services: AppServices) {
   if (programmatic !== null) {
     services.metrics.watchProgrammatic(() => programmatic.stats())
     app.addHook('onClose', async () => programmatic.close())
+  }
+  await app.register(...webSockets)
+  if (services.live !== null && config.terminal.enabled) {
+    const terminals = new Terminals(services.live, config.terminal, {
+      store: services.store, workspaces: services.workspaces, sessions: config.sessions, limits: config.limits, log: services.log.child({ component: 'terminal' }),
+    }, services.log.child({ component: 'terminal' }))
+    app.addHook('onClose', async () => await terminals.close())
+    await app.register(terminalRoutes, { prefix: terminalPath, terminals, settings: config.terminal, auth: config.auth, limits: config.limits, maxUploadBytes: config.storage.maxUploadBytes })
   }
   if (services.kernels !== null) {
     await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })

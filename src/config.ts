@@ -140,6 +140,19 @@ const jupyter = slice({
   kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
 })
 
+const terminal = slice({
+  enabled: ['TERMINAL', flag(true)],
+  basePath: ['TERMINAL_BASE_PATH', z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'expected a path such as /terminal').default('/terminal')],
+  perChat: ['TERMINAL_PER_CHAT', flag(false)],
+  max: ['MAX_TERMINALS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxPerUser: ['MAX_TERMINALS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  maxPtysPerTerminal: ['TERMINAL_MAX_SHELLS', positiveInt(64).default(4)],
+  idleTimeoutMs: ['TERMINAL_IDLE_TIMEOUT', duration.default(30 * 60_000)],
+  commandTimeoutMs: ['TERMINAL_COMMAND_TIMEOUT', duration.default(5 * 60_000)],
+  maxCommandTimeoutMs: ['TERMINAL_MAX_COMMAND_TIMEOUT', duration.default(3_600_000)],
+  defaultWaitMs: ['TERMINAL_DEFAULT_WAIT', duration.default(10_000)],
+})
+
 const programmatic = slice({
   maxPausedRuns: ['MAX_PAUSED_RUNS', decimal({ min: 0, max: 1024 }).default(16)],
   maxPausedRunsPerUser: ['MAX_PAUSED_RUNS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
@@ -174,7 +187,7 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, terminal, programmatic, sessions, admission, storage] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -187,6 +200,8 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
 export type JupyterSettings = SliceOf<typeof jupyter.settings>
+/** Open WebUI's Open Terminal path: one terminal jail per user (live workers of kind terminal). */
+export type TerminalSettings = SliceOf<typeof terminal.settings>
 /** Programmatic tool calling: paused runs (live workers of kind ptc) and their rounds. */
 export type ProgrammaticToolSettings = SliceOf<typeof programmatic.settings>
 /** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
@@ -245,6 +260,7 @@ function buildConfig (e: Record<string, unknown>) {
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
     jupyter: jupyter.read(e),
+    terminal: terminal.read(e),
     programmatic: programmatic.read(e),
     sessions: readSessions(e, limitSettings.workdirBytes, storage.read(e).fileTtlMs),
     admission: admission.read(e),
