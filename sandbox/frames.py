@@ -28,6 +28,7 @@ OUTPUT_END = ord("E")
 DONE = ord("X")
 FAILED = ord("F")
 PREPARED = ord("P")
+ARTIFACT = ord("A")  # the build's artifacts for the compile cache, DATA frames follow (artifacts.py)
 
 
 class ProtocolError(Exception):

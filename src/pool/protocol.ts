@@ -22,6 +22,7 @@ export const FrameType = {
   done: 0x58, // X  the run is over: JSON {exit_code, signal, deleted, notes, discarded, ...}
   failed: 0x46, // F  JSON {message}: the worker could not set itself up or broke down
   prepared: 0x50, // P  JSON {prepare_ms}: an interpreter was started ahead and waits for its program
+  artifact: 0x41, // A  JSON {files: [{name, size}]}: the build's artifacts, DATA frames follow (compile cache)
 } as const
 
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType]
