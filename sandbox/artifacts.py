@@ -37,13 +37,7 @@ def stage(reader: frames.FrameReader, provided: list[dict]) -> None:
         path, size = _path(entry.get("name")), int(entry["size"])
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o700)
         try:
-            remaining = size
-            while remaining > 0:
-                kind, payload = reader.read()
-                if kind != frames.DATA or len(payload) > remaining:
-                    raise frames.ProtocolError(f"bad data for artifact {entry.get('name')!r}")
-                frames.write_all(fd, payload)
-                remaining -= len(payload)
+            frames.receive_data(reader, fd, size, f"artifact {entry.get('name')!r}")
         finally:
             os.close(fd)
 

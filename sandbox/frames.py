@@ -87,6 +87,17 @@ class FrameReader:
         return message
 
 
+def receive_data(reader: FrameReader, fd: int, size: int, what: str) -> None:
+    """Exactly `size` bytes of the DATA frames that come next, written to `fd` (a file the worker staged)."""
+    remaining = size
+    while remaining > 0:
+        kind, payload = reader.read()
+        if kind != DATA or len(payload) > remaining:
+            raise ProtocolError(f"bad data for {what}")
+        write_all(fd, payload)
+        remaining -= len(payload)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
