@@ -27,6 +27,7 @@ import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
 import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
+import { CompileCache } from './exec/compile-cache.ts'
 import type { Metrics } from './metrics.ts'
 import { ProgrammaticRuns } from './ptc/programmatic-runs.ts'
 import type { ServiceState } from './services.ts'
@@ -143,7 +144,10 @@ export async function buildApp (config: Config, services: AppServices) {
     })
   }
 
+  const compileCache = new CompileCache(config.compile.cacheBytes)
+  services.metrics.watchCompileCache(() => compileCache.stats())
   const exec = {
+    compileCache,
     store: services.store,
     workers: services.workers,
     flavorOf: services.flavorOf,

@@ -187,7 +187,11 @@ const storage = slice({
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, terminal, programmatic, sessions, admission, storage] as const
+const compile = slice({
+  cacheBytes: ['COMPILE_CACHE_MB', decimal({ min: 0, max: 1024 * 1024 }).default(128).transform((mb) => mb * 1024 * 1024)],
+})
+
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, terminal, programmatic, sessions, admission, storage, compile] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -267,6 +271,8 @@ function buildConfig (e: Record<string, unknown>) {
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
     storage: storage.read(e),
+    /** builds of compiled programs kept per owner, in the server's memory (0: none) */
+    compile: compile.read(e),
     maxBodyBytes: base.maxBodyBytes,
     /** bearer token /metrics requires; null: /metrics is open like /health */
     metricsToken: base.metricsToken ?? null,

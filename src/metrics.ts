@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { CompileCacheStats } from './exec/compile-cache.ts'
 import type { ExecutionResult } from './exec/execute.ts'
 import type { LiveStats } from './live/registry.ts'
 import type { PoolStats } from './pool/worker-pool.ts'
@@ -33,6 +34,8 @@ export class Metrics {
   private readonly liveEvents: Counter<'kind' | 'event'>
   private readonly kernelEvents: Counter<'event'>
   private readonly cells: Histogram<'outcome'>
+  /** registered once the API made its compile cache */
+  private compileCache: Gauge[] = []
 
   constructor (pool: () => PoolStats, store: FileStore, live: () => LiveStats | null = () => null) {
     collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
@@ -110,6 +113,25 @@ export class Metrics {
 
   watchProgrammatic (stats: () => { running: number, paused: number }): void {
     this.programmatic = stats
+  }
+
+  /** The compile cache's counters and size, read when scraped. */
+  watchCompileCache (stats: () => CompileCacheStats): void {
+    const registers = [this.registry]
+    this.compileCache = [new Gauge({
+      name: 'warden_compile_cache_lookups_total',
+      help: 'Compiled programs whose build was found kept (hit) or had to run (miss); programs that cannot be cached are not counted',
+      labelNames: ['result'],
+      registers,
+      collect () {
+        const { hits, misses } = stats()
+        this.set({ result: 'hit' }, hits)
+        this.set({ result: 'miss' }, misses)
+      },
+    }),
+    new Gauge({ name: 'warden_compile_cache_evictions_total', help: 'Builds dropped from the compile cache to fit its size', registers, collect () { this.set(stats().evictions) } }),
+    new Gauge({ name: 'warden_compile_cache_entries', help: 'Builds kept in the compile cache', registers, collect () { this.set(stats().entries) } }),
+    new Gauge({ name: 'warden_compile_cache_bytes', help: 'Bytes of the builds kept in the compile cache (COMPILE_CACHE_MB bounds it)', registers, collect () { this.set(stats().bytes) } })]
   }
 
   recordProgrammaticRound (calls: number): void {

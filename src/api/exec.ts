@@ -65,6 +65,7 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
       language: language.id,
       outcome: result.outcome.status,
       prepared: result.prepared,
+      compileCache: result.compileCache,
       wallMs: Math.round(result.wallMs),
       files: result.files.length,
       phases: result.phases,

@@ -39,7 +39,7 @@ import json
 print(json.dumps({
   "continued": frames.CONTINUED, "data": frames.DATA, "message": frames.MESSAGE, "job": frames.JOB,
   "ready": frames.READY, "started": frames.STARTED, "output": frames.OUTPUT, "outputEnd": frames.OUTPUT_END,
-  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED,
+  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED, "artifact": frames.ARTIFACT,
   "header": frames.HEADER.size, "maxPayload": frames.MAX_PAYLOAD, "chunk": frames.CHUNK,
 }))`).toString('utf8'))
   assert.deepEqual(constants, {
