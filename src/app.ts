@@ -4,7 +4,7 @@ import rateLimit from '@fastify/rate-limit'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
-import { closesConnection } from './api/connection.ts'
+import { closesConnection, drainUnreadBody } from './api/connection.ts'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
@@ -105,8 +105,10 @@ export async function buildApp (config: Config, services: AppServices) {
     request.executionProfile = servedProfile(request.headers['x-codeapi-expected-profile'], served)
     reply.header('x-codeapi-execution-profile', request.executionProfile)
   })
+  const drainMaxBytes = Math.max(config.maxBodyBytes, config.storage.maxUploadBytes)
   app.addHook('onSend', async (request, reply) => {
     if (services.isDraining() || closesConnection(request)) reply.header('connection', 'close')
+    else if (reply.getHeader('connection') === 'close' && drainUnreadBody(request, drainMaxBytes)) reply.removeHeader('connection')
   })
   const authenticate = await createAuthenticator(config.auth)
   app.decorateRequest('principal', null)

@@ -25,3 +25,26 @@ export function closesConnection (request: FastifyRequest): boolean {
   const route = (request.routeOptions.url ?? '').replace(/^\/v1(?=\/)/, '')
   return AXIOS_ROUTES.has(route) || request.headers.accept === AXIOS_ACCEPT
 }
+
+/**
+ * An answer given before its request was read (a JSON body over `MAX_BODY_MB`, refused by Fastify's
+ * parser, which marks it `Connection: close` because the client may send more) must not close the
+ * connection at once: the client is still sending, the kernel answers its next bytes with a reset, and
+ * that reset reaches the client before the answer (undici: `fetch failed`, EPIPE; 13 of 20 bodies of
+ * 2 MiB against MAX_BODY_MB=1 on the 2-core VM). So the connection stays, and the rest of the body is
+ * read and dropped, at most `maxBytes` of it (the largest body any route accepts); a client that sends
+ * more, or declares more, is cut off. True when it drains (the caller then drops `Connection: close`).
+ */
+export function drainUnreadBody (request: FastifyRequest, maxBytes: number): boolean {
+  const raw = request.raw
+  if (raw.complete) return false
+  const declaredBytes = Number(raw.headers['content-length'])
+  if (Number.isFinite(declaredBytes) && declaredBytes > maxBytes) return false
+  let drainedBytes = 0
+  raw.on('data', (chunk: Buffer) => {
+    drainedBytes += chunk.length
+    if (drainedBytes > maxBytes) raw.socket.destroy()
+  })
+  raw.resume()
+  return true
+}

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { before, describe, test } from 'node:test'
@@ -14,6 +15,11 @@ import {
  */
 
 const REPO = path.resolve(import.meta.dirname, '..', '..')
+
+/** The signal a Python program dies of when run bare on this host, outside any jail; null if it exits. */
+function hostSignalOf (program: string): NodeJS.Signals | null {
+  return spawnSync('/usr/bin/python3', ['-c', program], { stdio: 'ignore' }).signal
+}
 
 /** `text` reversed and hex-encoded: the code can rebuild it, but neither it nor its argv contain it. */
 function hidden (text: string): string {
@@ -381,18 +387,23 @@ for (const driver of availableDrivers()) {
 
       test('a foreign syscall ABI (i386 int 0x80, x32) kills the program with SIGSYS, explained as "terminated by SIGSYS"', { skip: process.arch !== 'x64' }, async () => {
         for (const [abi, machineCode] of [['i386', 'b814000000cd80c3'], ['x32', 'b8270000400f05c3']] as const) {
-          const { body } = await run(server, 'py', code(`
+          const program = code(`
             import ctypes, mmap
             page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
             page.write(bytes.fromhex("${machineCode}"))
             getpid = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
             print("calling", flush=True)
             print("returned", getpid())
-          `))
+          `)
+          // Some hypervisors give a guest no i386 entry at all: there `int 0x80` faults (SIGSEGV) before
+          // any system call exists to filter, outside a jail as well (seen on a PVM guest, Linux 6.18).
+          // That is the only other answer accepted, and only where the host itself gives it.
+          const expected = abi === 'i386' && hostSignalOf(program) === 'SIGSEGV' ? 'SIGSEGV' : 'SIGSYS'
+          const { body } = await run(server, 'py', program)
           assert.equal(body.stdout, 'calling\n', `${abi}: ${describeRun(body)}`)
           assert.equal(body.status, 'killed', `${abi}: ${describeRun(body)}`)
-          assert.equal(body.signal, 'SIGSYS')
-          assert.match(body.stderr, /Execution was terminated by SIGSYS\./)
+          assert.equal(body.signal, expected, `${abi}: ${describeRun(body)}`)
+          assert.match(body.stderr, new RegExp(`Execution was terminated by ${expected}\\.`))
         }
         await assertStillServing(server)
       })
