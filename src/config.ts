@@ -186,15 +186,7 @@ const s3 = slice({
   prefix: ['S3_PREFIX', z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'expected a key prefix ending in / (warden/), or empty').default('warden/')],
 })
 
-/** Several replicas sharing one Redis (REDIS_URL): README "Scaling out". */
-const cluster = slice({
-  redisUrl: ['REDIS_URL', z.url({ protocol: /^rediss?$/ }).optional()],
-  secret: ['CLUSTER_SECRET', z.string().min(32, 'use 32 or more characters: it authenticates replicas to each other').optional()],
-  advertiseUrl: ['CLUSTER_ADVERTISE_URL', z.url({ protocol: /^https?$/ }).optional()],
-  heartbeatMs: ['CLUSTER_HEARTBEAT_MS', decimal({ min: 100, max: 60_000 }).default(1000)],
-})
-
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage, s3, cluster] as const
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage, s3] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -271,8 +263,6 @@ function buildConfig (e: Record<string, unknown>) {
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
     storage: readStorage(e),
-    /** null: one process, state in memory (the default); else the replicas' shared Redis */
-    cluster: readCluster(e, storage.read(e).backend),
     maxBodyBytes: base.maxBodyBytes,
     /** bearer token /metrics requires; null: /metrics is open like /health */
     metricsToken: base.metricsToken ?? null,
@@ -282,7 +272,6 @@ function buildConfig (e: Record<string, unknown>) {
 }
 
 export type S3Config = NonNullable<ReturnType<typeof readStorage>['s3']>
-export type ClusterConfig = NonNullable<ReturnType<typeof readCluster>>
 
 function readStorage (e: Record<string, unknown>) {
   const settings = storage.read(e)
@@ -293,19 +282,6 @@ function readStorage (e: Record<string, unknown>) {
     throw new ConfigError('invalid configuration:\n  S3_ACCESS_KEY_ID: set it together with S3_SECRET_ACCESS_KEY, or neither (the SDK\'s own credentials)')
   }
   return { ...settings, s3: { ...bucket, bucket: bucket.bucket } }
-}
-
-function readCluster (e: Record<string, unknown>, backend: 'local' | 's3') {
-  const settings = cluster.read(e)
-  if (settings.redisUrl === undefined) return null
-  if (settings.secret === undefined) {
-    throw new ConfigError('invalid configuration:\n  CLUSTER_SECRET: REDIS_URL makes replicas forward requests to each other; set the secret they prove themselves with')
-  }
-  if (backend !== 's3') {
-    throw new ConfigError('invalid configuration:\n  STORAGE: replicas sharing REDIS_URL must share their files too: set STORAGE=s3 (a local disk is one replica\'s)')
-  }
-  // a replica that stopped beating is gone after three missed beats: its routes and counts stop counting
-  return { ...settings, redisUrl: settings.redisUrl, secret: settings.secret, replicaTtlMs: settings.heartbeatMs * 3 }
 }
 
 function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {

@@ -20,6 +20,7 @@ import { KernelManager } from './live/kernels.ts'
 import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
+import { openS3FileStore } from './storage/s3-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
 import { WorkspaceStore } from './storage/workspaces.ts'
 
@@ -71,7 +72,7 @@ export class StartupError extends Error {
 /** Build everything behind the HTTP layer: store, jail driver, cgroups, zygotes and the worker pool. */
 export async function startServices (config: Config, log: Logger): Promise<Services> {
   const warnings: string[] = []
-  const store = await openLocalFileStore(config.dataDir, log)
+  const store = await openFileStore(config, log)
   const workspaces = await WorkspaceStore.open(config.dataDir)
   const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
@@ -161,6 +162,17 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       await cgroups?.close()
       await runtime.remove()
     },
+  }
+}
+
+/** STORAGE: local disk under DATA_DIR (the default), or an S3-compatible bucket every replica shares. */
+async function openFileStore (config: Config, log: Logger): Promise<FileStore> {
+  const s3 = config.storage.s3
+  if (s3 === null) return await openLocalFileStore(config.dataDir, log)
+  try {
+    return await openS3FileStore(s3, log.child({ component: 'storage' }))
+  } catch (error) {
+    throw new StartupError(`the S3 bucket ${s3.bucket} cannot be reached (STORAGE=s3): ${(error as Error).message}`)
   }
 }
 

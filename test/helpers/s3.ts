@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import type { TestContext } from 'node:test'
 import { CreateBucketCommand } from '@aws-sdk/client-s3'
 import S3rver from 's3rver'
 import { createS3Client, type S3Settings } from '../../src/storage/s3-file-store.ts'
@@ -14,7 +13,7 @@ export function s3Env (s3: RunningS3): Record<string, string> {
     STORAGE: 's3',
     S3_ENDPOINT: s3.endpoint,
     S3_REGION: 'us-east-1',
-    S3_BUCKET: S3_BUCKET,
+    S3_BUCKET,
     S3_ACCESS_KEY_ID: 'S3RVER',
     S3_SECRET_ACCESS_KEY: 'S3RVER',
     S3_FORCE_PATH_STYLE: 'true',
@@ -30,16 +29,14 @@ export interface RunningS3 {
   start (): Promise<void>
 }
 
-interface S3rverInstance { run (): Promise<{ port: number }>, close (): Promise<void> }
-
 /**
  * s3rver (an S3 implementation on the file system) on a free loopback port with one bucket, closed in
  * `t.after`. Multipart uploads, listings and deletes are S3's; nothing is mocked in Warden's client.
  */
-export async function startS3 (t: Pick<TestContext, 'after'>, prefix = 'warden/'): Promise<RunningS3> {
+export async function startS3 (t: { after (fn: () => Promise<void>): void }, prefix = 'warden/'): Promise<RunningS3> {
   const directory = await mkdtemp(path.join(os.tmpdir(), 'warden-s3-'))
   let port = 0
-  let server: S3rverInstance | null = null
+  let server: S3rver | null = null
   const start = async () => {
     const instance = new S3rver({ port, address: '127.0.0.1', directory, silent: true })
     ;({ port } = await instance.run())
@@ -48,6 +45,8 @@ export async function startS3 (t: Pick<TestContext, 'after'>, prefix = 'warden/'
   const stop = async () => {
     const running = server
     server = null
+    // S3 gone at once, as when its host dies: the connections in flight are cut, not waited for
+    running?.httpServer?.closeAllConnections()
     await running?.close()
   }
   await start()

@@ -4,5 +4,7 @@ declare module 's3rver' {
     constructor (options: { port?: number, address?: string, directory: string, silent?: boolean })
     run (): Promise<{ port: number }>
     close (): Promise<void>
+    /** the http.Server, once `run` resolved */
+    httpServer?: import('node:http').Server
   }
 }

@@ -60,7 +60,7 @@ test('an environment with only AUTH=none loads every documented default', () => 
   assert.equal(config.pool.max, 8)
   assert.equal(config.pool.zygotes, 1)
   assert.equal(config.pool.mode, 'warm')
-  assert.deepEqual(config.storage, { maxUploadBytes: 150 * MiB, fileTtlMs: 24 * 3_600_000, sweepIntervalMs: 10 * 60_000 })
+  assert.deepEqual(config.storage, { backend: 'local', maxUploadBytes: 150 * MiB, fileTtlMs: 24 * 3_600_000, sweepIntervalMs: 10 * 60_000, s3: null })
   assert.equal(config.maxBodyBytes, 16 * MiB)
 })
 
