@@ -186,7 +186,13 @@ const s3 = slice({
   prefix: ['S3_PREFIX', z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'expected a key prefix ending in / (warden/), or empty').default('warden/')],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage, s3] as const
+/** Several replicas sharing one Redis (REDIS_URL): README "Scaling out". */
+const cluster = slice({
+  redisUrl: ['REDIS_URL', z.url({ protocol: /^rediss?$/ }).optional()],
+  redisPrefix: ['REDIS_PREFIX', z.string().regex(/^[A-Za-z0-9._:-]*$/, 'expected letters, digits and . _ : -').default('warden:')],
+})
+
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage, s3, cluster] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -263,6 +269,8 @@ function buildConfig (e: Record<string, unknown>) {
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
     storage: readStorage(e),
+    /** null: one process, shared state in its memory and DATA_DIR (the default); else the replicas' Redis */
+    cluster: readCluster(e, storage.read(e).backend),
     maxBodyBytes: base.maxBodyBytes,
     /** bearer token /metrics requires; null: /metrics is open like /health */
     metricsToken: base.metricsToken ?? null,
@@ -282,6 +290,17 @@ function readStorage (e: Record<string, unknown>) {
     throw new ConfigError('invalid configuration:\n  S3_ACCESS_KEY_ID: set it together with S3_SECRET_ACCESS_KEY, or neither (the SDK\'s own credentials)')
   }
   return { ...settings, s3: { ...bucket, bucket: bucket.bucket } }
+}
+
+export type ClusterConfig = NonNullable<ReturnType<typeof readCluster>>
+
+function readCluster (e: Record<string, unknown>, backend: 'local' | 's3') {
+  const settings = cluster.read(e)
+  if (settings.redisUrl === undefined) return null
+  if (backend !== 's3') {
+    throw new ConfigError('invalid configuration:\n  STORAGE: replicas sharing REDIS_URL must share their files too: set STORAGE=s3 (a local disk is one replica\'s)')
+  }
+  return { redisUrl: settings.redisUrl, prefix: settings.redisPrefix }
 }
 
 function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {

@@ -40,6 +40,7 @@ export const errors = {
   jailUnavailable: defineError('jail_unavailable', 503),
   shuttingDown: defineError('shutting_down', 503),
   storageUnavailable: defineError('storage_unavailable', 503),
+  clusterUnavailable: defineError('cluster_unavailable', 503),
 } as const
 
 export type ErrorCode = (typeof errors)[keyof typeof errors]['code']
@@ -86,6 +87,8 @@ export const WARDEN_ERRORS = {
   invalidToolResults: 'WARDEN_INVALID_TOOL_RESULTS',
   /** the object store (STORAGE=s3) did not answer or refused: nothing was stored or read */
   storageUnavailable: 'WARDEN_STORAGE_UNAVAILABLE',
+  /** Redis (REDIS_URL), which every replica shares, did not answer: nothing shared was changed */
+  clusterUnavailable: 'WARDEN_CLUSTER_UNAVAILABLE',
 } as const
 
 export type WardenErrorCode = (typeof WARDEN_ERRORS)[keyof typeof WARDEN_ERRORS]
