@@ -159,7 +159,9 @@ export class Metrics {
   private async storage (store: FileStore): Promise<{ files: number, bytes: number }> {
     // walking the store on every scrape would cost more than the information is worth
     if (this.storageCache === null || Date.now() - this.storageCache.at > STORAGE_CACHE_MS) {
-      this.storageCache = { at: Date.now(), value: await store.usage() }
+      // a store that does not answer (S3 away) keeps the last figures: a scrape must not fail with it
+      const value = await store.usage().catch(() => this.storageCache?.value ?? { files: 0, bytes: 0 })
+      this.storageCache = { at: Date.now(), value }
     }
     return this.storageCache.value
   }
