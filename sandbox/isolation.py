@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import linux
 
 INSIDE_ID = 65534
+# pseudo-terminals one worker may hold: a terminal's commands (64), its shells and what the user opens
+MAX_PTYS = 128
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,10 @@ def build_filesystem(config: IsolationConfig) -> None:
     # the work directory is a tmpfs of the session quota: ENOSPC at the quota, gone with the worker
     _tmpfs("/mnt/data", config.workdir_bytes, "0755", owner=config.slot_uid)
     # a devpts instance of its own: the terminals a worker opens (sandbox/terminal.py) are not even
-    # listed in another worker's /dev/pts, which the jail's devpts (bubblewrap's --dev) would share
-    linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    # listed in another worker's /dev/pts, which the jail's devpts (bubblewrap's --dev) would share. At most
+    # MAX_PTYS of them: every devpts instance but the host's draws on one host-wide pool (kernel.pty.max
+    # minus kernel.pty.reserve, 3072 by default), and one worker opened 510 before its fds ran out
+    linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=0620,max={MAX_PTYS}")
     # detach the zygote's private mounts (sandbox code, delegated cgroups): not merely covered, gone,
     # so not even /proc/self/mountinfo names their host paths. The mount namespace belongs to the
     # zygote's user namespace, so these copies are not locked and can be unmounted.

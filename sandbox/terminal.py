@@ -35,7 +35,7 @@ READ_CHUNK = 4096
 MAX_PENDING_INPUT = 1 << 20
 MAX_PROCESSES = 64
 TASK_TIMEOUT_S = 30.0
-# Open Terminal's grace between SIGTERM and SIGKILL when a terminal's WebSocket closes
+# keystrokes written to a terminal per turn: its line discipline takes at most this much at once anyway
 MAX_LINE_DISCIPLINE_WRITE = 1 << 16
 
 
@@ -577,8 +577,8 @@ def _run_task(message: dict, out: int, archive_fd: int | None) -> None:
     except terminal_files.FileOpError as error:
         result = {"error": {"status": error.status, "detail": error.detail}}
     except OSError as error:
-        result = {"error": terminal_files.os_error(error, str(getattr(error, "filename", "") or "")).__dict__ | {}}
-        result = {"error": {"status": result["error"].get("status", 400), "detail": result["error"].get("detail", "failed")}}
+        failure = terminal_files.os_error(error, str(getattr(error, "filename", "") or ""))
+        result = {"error": {"status": failure.status, "detail": failure.detail}}
     except BaseException as error:  # noqa: BLE001
         result = {"error": {"status": 400, "detail": f"{type(error).__name__}: {error}"}}
     try:

@@ -120,6 +120,19 @@ for (const driver of availableDrivers()) {
       assert.equal(again.output.trim(), '0')
     })
 
+    it('a jail that opens pseudo-terminals in a loop stops at its own devpts max, not at the host-wide pty limit', async () => {
+      // every devpts instance but the host's draws on kernel.pty.max minus kernel.pty.reserve: one jail
+      // opening all it can would leave no terminal for anyone else's jail (or container) on the host
+      const hog = await command('pty-hog', 'python3 -c "import os\nn = 0\ntry:\n    while True:\n        os.openpty(); n += 1\nexcept OSError as e:\n    print(n, e.errno)"')
+      const [opened = Number.NaN] = hog.output.trim().split(/\s+/).map(Number)
+      assert.ok(opened >= 8 && opened <= 128, `the jail opened ${opened} pseudo-terminals: ${hog.output.slice(0, 200)}`)
+      await assertNeighbourWorks()
+      const pane = await PaneClient.open(as('neighbour'))
+      pane.type('echo pane-$((6*7))\n')
+      await pane.until(/pane-42/)
+      pane.close()
+    })
+
     it('a command that floods its own output is capped (the log keeps its newer part) and killed at its timeout', async () => {
       const flood = await command('logflood', 'yes log-flood-log-flood', { timeout: 2, wait: 20 })
       assert.equal(flood.status, 200)
