@@ -26,6 +26,7 @@ import { WorkspaceStore, type Workspaces } from './storage/workspaces.ts'
 import type { Redis } from 'ioredis'
 import { connectRedis } from './cluster/redis.ts'
 import { SharedWorkspaceStore } from './cluster/shared-workspaces.ts'
+import { ReplicaRegistry, type ClusterView } from './cluster/replicas.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 /** a language's prepared workers go after this long without a request for it */
@@ -40,6 +41,8 @@ export interface ServiceState {
   cgroups: Cgroups | null
   pool: PoolStats
   live: LiveStats | null
+  /** the replicas as this one sees them (REDIS_URL); absent or null for one process */
+  cluster?: ClusterView | null
   languages: LanguageAvailability
   selfTest: SelfTestReport | null
   warnings: string[]
@@ -80,6 +83,8 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const store = await openFileStore(config, log)
   const cluster = config.cluster === null ? null : { redis: await connectShared(config.cluster.redisUrl), prefix: config.cluster.prefix }
   const workspaces = cluster === null ? await WorkspaceStore.open(config.dataDir) : new SharedWorkspaceStore(cluster.redis, cluster.prefix)
+  const replicas = cluster === null ? null : new ReplicaRegistry(cluster.redis, cluster.prefix)
+  await replicas?.join()
   const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
@@ -133,6 +138,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     : new LiveWorkers({ spawn: async (flavor) => await warm.adopt(flavor) ?? await warm.spawn(flavor) }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
   const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
+  if (replicas !== null) metrics.watchCluster(() => replicas.view())
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
@@ -158,7 +164,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       return selfTest
     },
     languages,
-    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
+    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings, cluster: replicas?.view() ?? null }),
     close: async () => {
       await sweeper.stop()
       await workspaceSweeper.stop()
@@ -168,6 +174,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       await Promise.all(zygotes.map(async (set) => await set.close()))
       await cgroups?.close()
       await runtime.remove()
+      await replicas?.leave()
       cluster?.redis.disconnect()
     },
   }

@@ -64,6 +64,21 @@ for (const driver of availableDrivers()) {
       assert.equal((await exec(a, { lang: 'py', code: 'print(2)', user_id: user })).status, 200)
     })
 
+    it('/health and /metrics show the cluster: both replicas alive, each with its own id', async () => {
+      const views = async () => await Promise.all([a, b].map(async (replica) => (await (await api(replica, '/health')).json() as { cluster: { replica_id: string, replicas_alive: number, redis_reachable: boolean } }).cluster))
+      let seen = await views()
+      // the replica that joined first sees the second from its next beat on
+      for (let attempt = 0; attempt < 50 && seen.some((view) => view.replicas_alive !== 2); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        seen = await views()
+      }
+      assert.deepEqual(seen.map((view) => [view.replicas_alive, view.redis_reachable]), [[2, true], [2, true]])
+      assert.notEqual(seen[0]!.replica_id, seen[1]!.replica_id)
+      const metrics = await (await api(a, '/metrics')).text()
+      assert.match(metrics, /^warden_cluster_replicas 2$/m)
+      assert.match(metrics, /^warden_cluster_redis_up 1$/m)
+    })
+
     it('with Redis away an execution that needs it gets 503 cluster_unavailable in JSON; it works once Redis is back', async () => {
       await redis.stop()
       try {
@@ -79,6 +94,20 @@ for (const driver of availableDrivers()) {
         if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 100))
       }
       assert.equal(status, 200)
+    })
+
+    it('a replica killed with SIGKILL drops out of the survivor\'s view within seconds; the survivor keeps serving', async () => {
+      const exited = new Promise((resolve) => b.process.once('exit', resolve))
+      b.process.kill('SIGKILL')
+      await exited
+      let alive = 2
+      for (let attempt = 0; attempt < 100 && alive !== 1; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        alive = (await (await api(a, '/health')).json() as { cluster: { replicas_alive: number } }).cluster.replicas_alive
+      }
+      assert.equal(alive, 1)
+      const ran = await exec(a, { lang: 'py', code: 'print(3)', user_id: 'after-kill' })
+      assert.equal(ran.body.stdout, '3\n')
     })
   })
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { Redis } from 'ioredis'
 import { connectRedis } from '../../../src/cluster/redis.ts'
+import { HEARTBEAT_MS, ReplicaRegistry, REPLICA_TTL_MS } from '../../../src/cluster/replicas.ts'
 import { SharedUserConcurrency } from '../../../src/cluster/shared-concurrency.ts'
 import { SharedWorkspaceStore } from '../../../src/cluster/shared-workspaces.ts'
 import { isWardenError, WARDEN_ERRORS } from '../../../src/errors.ts'
@@ -117,6 +118,30 @@ describe('per-user concurrency counted across replicas', () => {
     await sleep(400)
     const leave = await survivor.enter(user)
     leave()
+  })
+})
+
+describe('replicas beat into Redis', () => {
+  test('each sees the others; one that leaves is gone at the next beat, one that dies once its beats are missed', async () => {
+    const prefix = `t-${newId()}:`
+    const dying = await replica()
+    const [a, b, c] = [new ReplicaRegistry(await replica(), prefix), new ReplicaRegistry(await replica(), prefix), new ReplicaRegistry(dying, prefix)]
+    await a.join()
+    await b.join()
+    await c.join()
+    assert.equal(c.view().replicasAlive, 3)
+    await sleep(HEARTBEAT_MS + 200)
+    assert.deepEqual([a.view().replicasAlive, b.view().replicasAlive], [3, 3])
+    assert.notEqual(a.view().replicaId, b.view().replicaId)
+    await b.leave()
+    await sleep(HEARTBEAT_MS + 200)
+    assert.equal(a.view().replicasAlive, 2)
+    dying.disconnect() // c can no longer beat: as a replica killed with SIGKILL
+    await sleep(REPLICA_TTL_MS + HEARTBEAT_MS + 200)
+    assert.equal(c.view().redisReachable, false)
+    assert.deepEqual([a.view().replicasAlive, a.view().redisReachable], [1, true])
+    await a.leave()
+    await c.leave()
   })
 })
 
