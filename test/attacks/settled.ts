@@ -21,7 +21,10 @@ export async function assertSettled (server: RunningServer, before: Json, settle
     const { pool, live } = after
     const settled = pool.busy === 0 && pool.waiting === 0 && pool.starting === 0 && (pool.slots.spawning ?? 0) === 0 &&
       (pool.slots.cleaning ?? 0) === 0 && (live?.workers ?? 0) === 0
-    if (settled && leftoverProcesses(server).length === 0) break
+    // a worker that went back to the pool is warm a moment after its slot is occupied again
+    const balanced = (pool.slots.occupied ?? 0) === pool.warm && warmWorkerProcesses(server).length === pool.warm
+    if (settled && balanced && leftoverProcesses(server).length === 0) break
+    if (settled && Date.now() > deadline) break // the checks below say what is wrong
     if (Date.now() > deadline) assert.fail(`the server did not settle: ${JSON.stringify({ pool, live })}; leftovers ${JSON.stringify(leftoverProcesses(server))}`)
     await sleep(100)
   }
@@ -29,7 +32,12 @@ export async function assertSettled (server: RunningServer, before: Json, settle
   assert.equal(after.pool.zygotes_alive, after.pool.zygotes)
   assert.equal(after.pool.slots.dead ?? 0, 0, `slots were retired: ${JSON.stringify(after.pool.slots)}`)
   assert.equal(after.pool.slots.occupied ?? 0, after.pool.warm, `every occupied slot holds a warm worker: ${JSON.stringify(after.pool)}`)
-  const warmWorkers = jailProcesses(server).filter((process) => process.cgroup.split('/').at(-1) !== 'zygote')
+  const warmWorkers = warmWorkerProcesses(server)
+  assert.equal(leftoverProcesses(server).length, 0, `processes of finished runs are left: ${JSON.stringify(leftoverProcesses(server))}`)
   assert.equal(warmWorkers.length, after.pool.warm, `/health counts ${after.pool.warm} warm workers, the host sees ${warmWorkers.length}`)
   return after
+}
+
+function warmWorkerProcesses (server: RunningServer): ReturnType<typeof jailProcesses> {
+  return jailProcesses(server).filter((process) => process.cgroup.split('/').at(-1) !== 'zygote')
 }
