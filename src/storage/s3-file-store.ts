@@ -81,14 +81,16 @@ class S3FileStore implements FileStore {
   async create (file: NewFile, maxBytes: number): Promise<FileWriter> {
     const base = pendingMetadata(file, maxBytes)
     return new S3FileWriter(this.client, this.settings.bucket, this.#key(base.sessionId, base.id, DATA), maxBytes, async (size) => {
-      const metadata: Metadata = { ...base, size, createdAt: new Date().toISOString() }
+      // one instant for both: the answer must be what a later get reads back
+      const createdMs = Date.now()
+      const metadata: Metadata = { ...base, size, createdAt: new Date(createdMs).toISOString() }
       try {
-        await this.#writeMetadata(metadata, Date.now())
+        await this.#writeMetadata(metadata, createdMs)
       } catch (err) {
         await this.#remove(this.#key(base.sessionId, base.id, DATA)).catch(() => {})
         throw err
       }
-      return toStoredFile(metadata, Date.parse(metadata.createdAt))
+      return toStoredFile(metadata, createdMs)
     })
   }
 
