@@ -31,6 +31,7 @@ PREPARED = ord("P")
 # both ways, during a terminal run (terminal.py): 4-byte big-endian channel number, then raw bytes
 TERMINAL = ord("T")
 CHANNEL = struct.Struct(">I")
+ARTIFACT = ord("A")  # the build's artifacts for the compile cache, DATA frames follow (artifacts.py)
 
 
 class ProtocolError(Exception):
@@ -118,6 +119,17 @@ class FrameReader:
         if not isinstance(message, dict):
             raise ProtocolError("a message must be a JSON object")
         return message
+
+
+def receive_data(reader: FrameReader, fd: int, size: int, what: str) -> None:
+    """Exactly `size` bytes of the DATA frames that come next, written to `fd` (a file the worker staged)."""
+    remaining = size
+    while remaining > 0:
+        kind, payload = reader.read()
+        if kind != DATA or len(payload) > remaining:
+            raise ProtocolError(f"bad data for {what}")
+        write_all(fd, payload)
+        remaining -= len(payload)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

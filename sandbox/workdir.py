@@ -63,13 +63,7 @@ def stage_inputs(reader: frames.FrameReader, files: list[dict]) -> Snapshot:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            remaining = size
-            while remaining > 0:
-                kind, payload = reader.read()
-                if kind != frames.DATA or len(payload) > remaining:
-                    raise frames.ProtocolError(f"bad data for input {name!r}")
-                frames.write_all(fd, payload)
-                remaining -= len(payload)
+            frames.receive_data(reader, fd, size, f"input {name!r}")
             st = os.fstat(fd)
         finally:
             os.close(fd)

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import artifacts
 import cells
 import frames
 import prepared
@@ -127,6 +128,8 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     started = time.monotonic()
     keep = bool(job.get("keep"))
     workdir.stage_inputs(reader, job.get("files", []))
+    exchange = job.get("artifacts") or {}
+    artifacts.stage(reader, exchange.get("provide") or [])
     before = workdir.snapshot(config.limits) if job.get("collect", True) else {}
     frames.send(CTL_FD, frames.STARTED)
     runners.limit_cpu(int(job["cpu_seconds"]), keep_hard_limit=keep)
@@ -155,7 +158,9 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     elif job["runner"] == "steps" and interpreter is not None and interpreter.takes(job):
         outcome = interpreter.run(job["code"], job["source_file"], args, job["steps"], int(job["cpu_seconds"]), interrupts)
     elif job["runner"] == "steps":
-        outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
+        capture = exchange.get("capture")
+        after_build = None if not capture else lambda: artifacts.capture(CTL_FD, [str(name) for name in capture], int(exchange["max_bytes"]))
+        outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts, after_build=after_build)
     else:
         raise frames.ProtocolError(f"unknown runner {job['runner']!r}")
     if not keep:

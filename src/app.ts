@@ -22,16 +22,19 @@ import type { Config } from './config.ts'
 import { renderError } from './api/error-boundary.ts'
 import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
+import { SharedUserConcurrency } from './cluster/shared-concurrency.ts'
+import type { Redis } from 'ioredis'
 import type { WorkerSource } from './exec/execute.ts'
 import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
 import type { KernelManager } from './live/kernels.ts'
 import type { LiveWorkers } from './live/registry.ts'
+import { CompileCache } from './exec/compile-cache.ts'
 import type { Metrics } from './metrics.ts'
 import { ProgrammaticRuns } from './ptc/programmatic-runs.ts'
 import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
-import type { WorkspaceStore } from './storage/workspaces.ts'
+import type { Workspaces } from './storage/workspaces.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -52,7 +55,9 @@ export interface AppServices {
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
   kernels: KernelManager | null
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
+  /** the replicas' shared Redis (REDIS_URL); absent or null for one process (the default) */
+  cluster?: { redis: Redis, prefix: string } | null
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -135,6 +140,9 @@ export async function buildApp (config: Config, services: AppServices) {
       hook: 'preHandler',
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
+      // replicas count together in their shared Redis; while it is away the per-minute count is not kept
+      // (an execution still needs Redis for its concurrency count, and gets 503 cluster_unavailable)
+      ...(services.cluster != null && { redis: services.cluster.redis, nameSpace: `${services.cluster.prefix}rate:`, skipOnError: true }),
       allowList: (request) => ownAuthentication(request),
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
@@ -143,12 +151,18 @@ export async function buildApp (config: Config, services: AppServices) {
     })
   }
 
+  const compileCache = new CompileCache(config.compile.cacheBytes)
+  services.metrics.watchCompileCache(() => compileCache.stats())
   const exec = {
+    compileCache,
     store: services.store,
     workers: services.workers,
     flavorOf: services.flavorOf,
     limits: config.limits,
-    admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
+    admission: services.cluster == null
+      ? new UserConcurrency(config.admission.maxConcurrentPerUser)
+      // a lease outlives the longest execution and its output collection
+      : new SharedUserConcurrency(services.cluster.redis, services.cluster.prefix, config.admission.maxConcurrentPerUser, config.limits.timeoutMs + 60_000),
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,

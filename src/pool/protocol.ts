@@ -23,6 +23,7 @@ export const FrameType = {
   failed: 0x46, // F  JSON {message}: the worker could not set itself up or broke down
   prepared: 0x50, // P  JSON {prepare_ms}: an interpreter was started ahead and waits for its program
   terminal: 0x54, // T  both ways, in a terminal run: 4-byte big-endian channel number, then raw bytes
+  artifact: 0x41, // A  JSON {files: [{name, size}]}: the build's artifacts, DATA frames follow (compile cache)
 } as const
 
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType]

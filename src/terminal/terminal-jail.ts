@@ -9,7 +9,7 @@ import type { LiveWorker } from '../live/registry.ts'
 import type { OutputFile, OutputSink, Run } from '../pool/run.ts'
 import type { FileStore } from '../storage/file-store.ts'
 import { newId } from '../storage/ids.ts'
-import type { WorkspaceStore } from '../storage/workspaces.ts'
+import type { Workspaces } from '../storage/workspaces.ts'
 
 /** A failure inside the jail, as Open Terminal reports it: an HTTP status and a `detail`. */
 export class TerminalError extends Error {
@@ -19,7 +19,7 @@ export class TerminalError extends Error {
 
 export interface TerminalJailDeps {
   store: FileStore
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
   sessions: SessionSettings
   limits: ExecutionLimits
   log: Logger

@@ -41,7 +41,7 @@ import json
 print(json.dumps({
   "continued": frames.CONTINUED, "data": frames.DATA, "message": frames.MESSAGE, "job": frames.JOB,
   "ready": frames.READY, "started": frames.STARTED, "output": frames.OUTPUT, "outputEnd": frames.OUTPUT_END,
-  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED, "terminal": frames.TERMINAL,
+  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED, "artifact": frames.ARTIFACT, "terminal": frames.TERMINAL,
   "channel": frames.CHANNEL.size, "header": frames.HEADER.size, "maxPayload": frames.MAX_PAYLOAD, "chunk": frames.CHUNK,
 }))`).toString('utf8'))
   assert.deepEqual(constants, {
