@@ -27,7 +27,7 @@ export interface CommandRequest {
 interface StatusReply { status: 'running' | 'done' | 'killed', exit_code: number | null, output: string[], truncated: boolean, next_offset: number }
 
 const BASH = '/bin/bash'
-/** commands whose id still answers: twice what the jail keeps, so none it keeps is forgotten here first */
+/** finished commands whose id still answers: twice what the jail keeps, so none it keeps is forgotten here first */
 const MAX_REMEMBERED = 128
 const KILL = 9
 const TERM = 15
@@ -59,18 +59,13 @@ export class Commands {
     })
     this.labels.set(id, request.command)
     this.channels.set(id, channel)
-    // the jail forgets finished commands past its own limit (64); so do we, oldest first
-    for (const old of [...this.labels.keys()].slice(0, Math.max(0, this.labels.size - MAX_REMEMBERED))) {
-      this.labels.delete(old)
-      this.jail.closeChannel(this.channels.get(old) ?? 0)
-      this.channels.delete(old)
-    }
     const seconds = request.timeoutMs / 1000
     this.timers.set(id, setTimeout(() => {
       this.timers.delete(id)
       this.jail.request('signal', { proc: id, signal: KILL, scope: 'session', note: `Command exceeded the time limit of ${seconds} s and was stopped.` }).catch(() => {})
     }, request.timeoutMs))
     this.jail.untilExit(id, request.timeoutMs + 60_000).then(() => this.exited(id), () => {})
+    this.forgetOldestFinished()
     return await this.status(id, { waitMs: request.waitMs, offset: 0, tail: request.tail })
   }
 
@@ -111,6 +106,21 @@ export class Commands {
   async kill (id: string, force: boolean): Promise<void> {
     if (!this.labels.has(id)) throw new TerminalError(404, 'Process not found')
     await this.jail.request('signal', { proc: id, signal: force ? KILL : TERM, scope: 'group' })
+  }
+
+  /**
+   * The jail forgets finished commands past its own limit (64 running or unread); so do we, oldest
+   * finished first, or a terminal that runs commands for days would keep every label. A running command
+   * is never forgotten here: its id answers until it ends.
+   */
+  private forgetOldestFinished (): void {
+    for (const id of this.labels.keys()) {
+      if (this.labels.size <= MAX_REMEMBERED) return
+      if (this.timers.has(id)) continue
+      this.labels.delete(id)
+      this.jail.closeChannel(this.channels.get(id) ?? 0)
+      this.channels.delete(id)
+    }
   }
 
   private channelOf (id: string): number {
