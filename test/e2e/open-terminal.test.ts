@@ -106,6 +106,21 @@ for (const driver of availableDrivers()) {
       assert.match(output(memory), /exit (137|1)\b|MemoryError|Killed/)
     })
 
+    it('a terminal remembers its last 128 finished commands, not every one, and never forgets a running one', async () => {
+      const user = as('u-many')
+      const long = await run('sleep 120', user, { wait: 0, timeout: 180 })
+      assert.equal(long.status, 'running')
+      const ids: string[] = []
+      for (let index = 0; index < 140; index++) ids.push((await run('true', user, { wait: 5 })).id as string)
+      const status = async (id: string) => await call('get_process_status', { process_id: id, wait: 0 }, user)
+      assert.equal((await status(ids[0])).status, 404, 'the oldest finished command is forgotten')
+      assert.equal((await status(ids[ids.length - 1])).status, 200, 'the newest answers')
+      const still = await status(long.id)
+      assert.equal(still.status, 200, still.text)
+      assert.equal(still.body.status, 'running')
+      assert.equal((await call('kill_process', { process_id: long.id, force: true }, user)).status, 200)
+    })
+
     it('the API key is not visible in the jail, and there is no network', async () => {
       const body = await run('env; cat /proc/1/environ; ls /proc/*/environ >/dev/null; (exec 3<>/dev/tcp/1.1.1.1/53) 2>&1 && echo NET-OPEN || echo net-closed', as('u-A'))
       const text = output(body)
