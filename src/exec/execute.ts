@@ -1,4 +1,4 @@
-import type { Identity } from '../auth/identity.ts'
+import { ownerKey, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
 import type { WorkspaceStore } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
@@ -119,6 +119,7 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
     plan,
     explicit,
     job: {
+      owner: ownerKey(request.identity),
       program: programFor(request.language, { code: request.code, limits }),
       code: request.code,
       args: request.args,

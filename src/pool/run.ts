@@ -38,10 +38,20 @@ export interface PreparedStart {
   key: string
   argv: string[]
   handoff: 'job' | 'source'
+  /** `source` handoff: the name of the source file the interpreter reads its program from (a FIFO) */
+  sourceFile?: string
   files?: Record<string, string>
   warmup?: string
   prefix?: string
 }
+
+/**
+ * What a worker is prepared with: the language's interpreter and environment, and nothing of any request
+ * (no code, no file name taken from code, no args, no owner), so a prepared worker holds nothing of anyone
+ * until its one job. prepared-workers.ts hands a prepared worker only to a request whose preparation is
+ * exactly this one.
+ */
+export interface Preparation { start: PreparedStart, env: Record<string, string> }
 
 /** How the worker runs the code: in its warm Python interpreter, or as argv steps. */
 export type Program =
@@ -51,6 +61,11 @@ export type Program =
   | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string>, prepare?: PreparedStart }
 
 export interface WorkerJob {
+  /**
+   * Who the run is for (an opaque key: tenant and user). A worker serves one owner in its whole life:
+   * its first job claims it, and a job of anyone else is refused (worker.ts).
+   */
+  owner: string
   program: Program
   code: string
   args: string[]
