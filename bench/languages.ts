@@ -22,7 +22,8 @@ import { Client } from './scenarios.ts'
 
 export interface LanguageRow {
   lang: string
-  program: 'hello' | 'sort-100k'
+  /** `hello-cached`: the same hello world by the same user each run, so a compiled one hits the compile cache */
+  program: 'hello' | 'hello-cached' | 'sort-100k'
   kind: 'interpreted' | 'compiled'
   runs: number
   wardenP50: number
@@ -32,6 +33,8 @@ export interface LanguageRow {
   goal: number
   /** of Warden's runs, the share that found a prepared interpreter (null: the language has none) */
   preparedShare: number | null
+  /** of Warden's runs, the share whose build the compile cache had (null: none was looked up) */
+  cacheHitShare: number | null
   errors: number
   firstError: string | null
 }
@@ -133,13 +136,15 @@ export interface LanguageBenchOptions {
   /** the lang values to measure (default: every installed LibreChat language) */
   only?: string[]
   log: (line: string) => void
+  /** the checkout whose server is measured (BENCH_COMPARE_REF's export); this one by default */
+  repo?: string
 }
 
 /** Start a Warden server of its own, measure every language against its bare toolchain, stop the server. */
 export async function measureLanguages (options: LanguageBenchOptions): Promise<LanguageRow[]> {
   const installed = checkLanguages().available
   const langs = LIBRECHAT_LANGUAGES.filter((lang) => installed.includes(resolveLanguage(lang) as never) && (options.only === undefined || options.only.includes(lang)))
-  const server = await launchServer({ JAIL: options.jail, POOL_MIN: '4', POOL_MAX: '8' })
+  const server = await launchServer({ JAIL: options.jail, POOL_MIN: '4', POOL_MAX: '8' }, options.repo)
   const client = new Client(server.url, server.apiKey, 2)
   const rows: LanguageRow[] = []
   const goCache = await mkdtemp(path.join(os.tmpdir(), 'warden-bench-gocache-'))
@@ -154,8 +159,11 @@ export async function measureLanguages (options: LanguageBenchOptions): Promise<
       const template = programFor(language, { code: '', limits: LIMITS })
       const kind = stepCount(template) > 1 ? 'compiled' : 'interpreted'
       const hasPrepared = template.runner === 'steps' && template.prepare !== undefined
+      // each hello run is another user's (a compile cache never serves one user's build to another), so a
+      // compiled one builds every time; hello-cached is one user's, so after the first run it is a hit
       const cases = [
         { program: 'hello' as const, code: programs.hello, input: null, expect: 'hello, world' },
+        ...(kind === 'compiled' ? [{ program: 'hello-cached' as const, code: programs.hello, input: null, expect: 'hello, world' }] : []),
         // relative paths: Warden runs the code in /mnt/data, the bare side in its own work directory
         { program: 'sort-100k' as const, code: programs.main.replaceAll('/mnt/data/', ''), input: numbers.text, expect: `sum=${numbers.sum}` },
       ]
@@ -167,13 +175,15 @@ export async function measureLanguages (options: LanguageBenchOptions): Promise<
         let errors = 0
         let firstError: string | null = null
         const hitsBefore = await preparedCounts(server.url)
+        const cacheBefore = await compileCacheCounts(server.url)
         for (let run = 0; run < options.runs + 2; run++) {
           const record = (list: number[], ms: number) => { if (run >= 2) list.push(ms) }
           try {
             // a conversation's next call comes after the model read the last answer: the interpreter is started by then
             if (hasPrepared) await preparedReady(server.url, language.id)
             const started = performance.now()
-            const reply = await client.exec({ lang, code, ...(input === null ? {} : { files }) })
+            const user = program === 'hello-cached' ? 'bench-cached' : `bench-${lang}-${program}-${run}`
+            const reply = await client.exec({ lang, code, user_id: user, ...(input === null ? {} : { files }) })
             const ms = performance.now() - started
             if (reply.status !== 'ok' || !reply.stdout.startsWith(expect)) throw new Error(`warden ${reply.status}: ${reply.stdout.slice(0, 100)} ${reply.stderr.slice(0, 300)}`)
             record(wardenMs, ms)
@@ -188,9 +198,14 @@ export async function measureLanguages (options: LanguageBenchOptions): Promise<
         const hitsAfter = await preparedCounts(server.url)
         const tried = hitsAfter.hits + hitsAfter.misses - hitsBefore.hits - hitsBefore.misses
         const preparedShare = tried === 0 ? null : (hitsAfter.hits - hitsBefore.hits) / tried
+        const cacheAfter = await compileCacheCounts(server.url)
+        const looked = cacheAfter === null || cacheBefore === null ? 0 : cacheAfter.hits + cacheAfter.misses - cacheBefore.hits - cacheBefore.misses
+        // the two warm-up runs are counted too: the first of hello-cached is its one miss
+        const cacheHitShare = looked === 0 || cacheAfter === null || cacheBefore === null ? null : (cacheAfter.hits - cacheBefore.hits) / looked
         const wardenP50 = percentile([...wardenMs].sort((a, b) => a - b), 0.5)
         const bareP50 = percentile([...bareMs].sort((a, b) => a - b), 0.5)
-        const row: LanguageRow = { lang, program, kind, runs: wardenMs.length, wardenP50, bareP50, ratio: wardenP50 / bareP50, goal: kind === 'compiled' ? 1 : 0.5, preparedShare, errors, firstError }
+        const goal = program === 'hello-cached' ? 0.2 : kind === 'compiled' ? 1 : 0.5
+        const row: LanguageRow = { lang, program, kind, runs: wardenMs.length, wardenP50, bareP50, ratio: wardenP50 / bareP50, goal, preparedShare, cacheHitShare, errors, firstError }
         options.log(`languages ${lang} ${program}: warden p50 ${wardenP50.toFixed(1)} ms, bare p50 ${bareP50.toFixed(1)} ms, ${row.ratio.toFixed(2)}x (goal ${row.goal}x), errors ${errors}${firstError === null ? '' : ` (${firstError})`}`)
         rows.push(row)
       }
@@ -209,6 +224,17 @@ async function preparedCounts (url: string): Promise<{ hits: number, misses: num
   return { hits: health.pool.prepared_hits ?? 0, misses: health.pool.prepared_misses ?? 0 }
 }
 
+/** The compile cache's lookups from /metrics; null for a server without one (an older commit). */
+async function compileCacheCounts (url: string): Promise<{ hits: number, misses: number } | null> {
+  const text = await (await fetch(`${url}/v1/metrics`)).text()
+  const read = (result: string) => /^warden_compile_cache_lookups_total\{result="(?:hit|miss)"\} (\d+)/m.test(text)
+    ? Number(new RegExp(`^warden_compile_cache_lookups_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+    : null
+  const hits = read('hit')
+  const misses = read('miss')
+  return hits === null || misses === null ? null : { hits, misses }
+}
+
 function stepCount (program: Program): number {
   return program.runner === 'steps' ? program.steps.length : 1
 }
@@ -216,12 +242,12 @@ function stepCount (program: Program): number {
 /** The README's table: one line per language and program. */
 export function renderLanguageTable (rows: LanguageRow[]): string {
   const lines = [
-    '| lang | program | kind | Warden p50 ms | bare p50 ms | Warden / bare | goal | met | prepared |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| lang | program | kind | Warden p50 ms | bare p50 ms | Warden / bare | goal | met | prepared | compile cache hits |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ]
   for (const row of rows) {
     const met = row.errors === 0 && row.ratio <= row.goal
-    lines.push(`| \`${row.lang}\` | ${row.program} | ${row.kind} | ${row.wardenP50.toFixed(1)} | ${row.bareP50.toFixed(1)} | ${row.ratio.toFixed(2)}× | ≤ ${row.goal}× | ${met ? 'yes' : 'no'}${row.errors > 0 ? ` (${row.errors} errors)` : ''} | ${row.preparedShare === null ? '–' : `${Math.round(row.preparedShare * 100)}%`} |`)
+    lines.push(`| \`${row.lang}\` | ${row.program} | ${row.kind} | ${row.wardenP50.toFixed(1)} | ${row.bareP50.toFixed(1)} | ${row.ratio.toFixed(2)}× | ≤ ${row.goal}× | ${met ? 'yes' : 'no'}${row.errors > 0 ? ` (${row.errors} errors)` : ''} | ${row.preparedShare === null ? '–' : `${Math.round(row.preparedShare * 100)}%`} | ${row.cacheHitShare === null ? '–' : `${Math.round(row.cacheHitShare * 100)}%`} |`)
   }
   return lines.join('\n')
 }

@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
@@ -54,12 +54,12 @@ export async function launchJupyterServer (): Promise<BenchServer | null> {
   }
 }
 
-/** Start `src/server.ts` on a free port with `env`, and wait until it is ready. */
-export async function launchServer (env: Record<string, string>): Promise<BenchServer> {
+/** Start `src/server.ts` of `repo` (this checkout by default) on a free port with `env`, and wait until it is ready. */
+export async function launchServer (env: Record<string, string>, repo: string = REPO): Promise<BenchServer> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'warden-bench-'))
   const apiKey = 'bench-' + Math.random().toString(36).slice(2)
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: REPO,
+    cwd: repo,
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CODE_API_KEY: apiKey, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -91,4 +91,18 @@ export async function launchServer (env: Record<string, string>): Promise<BenchS
       await rm(dataDir, { recursive: true, force: true })
     },
   }
+}
+
+/**
+ * Another commit of this repository as a directory a server can start from (BENCH_COMPARE_REF): its tree
+ * exported with `git archive` into a temporary directory (no worktree, nothing in .git changes), this
+ * checkout's node_modules linked in. `remove` deletes it.
+ */
+export async function exportCommit (ref: string): Promise<{ dir: string, commit: string, remove: () => Promise<void> }> {
+  const git = (args: string[]) => execFileSync('git', args, { cwd: REPO, maxBuffer: 1 << 30 })
+  const commit = git(['rev-parse', '--short', `${ref}^{commit}`]).toString().trim()
+  const dir = await mkdtemp(path.join(os.tmpdir(), `warden-bench-${commit}-`))
+  execFileSync('tar', ['-x', '-C', dir], { input: git(['archive', '--format=tar', commit]), maxBuffer: 1 << 30 })
+  await symlink(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'))
+  return { dir, commit, remove: async () => await rm(dir, { recursive: true, force: true }) }
 }

@@ -1,5 +1,8 @@
-/** Warden's warm pool, the no-prewarm baseline, or a real jupyter_server (the Jupyter rows' baseline). */
-export type Mode = 'warm' | 'cold' | 'jupyter-server'
+/**
+ * Warden's warm pool, the no-prewarm baseline, a real jupyter_server (the Jupyter rows' baseline), or
+ * the warm pool of another commit (`previous`, BENCH_COMPARE_REF), measured row by row with this one.
+ */
+export type Mode = 'warm' | 'cold' | 'jupyter-server' | 'previous'
 
 export interface Row {
   scenario: string
@@ -96,6 +99,7 @@ export function targetsMet (rows: Row[]): TargetCheck[] {
   }
   add('≥ 250 trivial executions/s at c=8', find(rows, 'py-print', 8), (row) => row.perSecond, 250, false)
   add('print(1) p99 ≤ 15 ms at c=1', find(rows, 'py-print', 1), (row) => row.p99, 15)
+  add('echo p99 ≤ 15 ms at c=1', find(rows, 'bash-echo', 1), (row) => row.p99, 15)
   // a tool-calling round (pause, answer, continuation, resume) adds at most 5 ms beyond the tool
   const ptc = find(rows, 'ptc-no-tools', 1)
   add('PTC: p50 added per round ≤ 5 ms (10 rounds against none, c=1)', find(rows, 'ptc-10-rounds', 1), (row) => (row.p50 - (ptc?.p50 ?? Number.NaN)) / 10, 5)
@@ -103,4 +107,23 @@ export function targetsMet (rows: Row[]): TargetCheck[] {
   const injected = find(rows, 'workspace-injected', 1)
   add('stateful workspace p50 ≤ the same files injected (c=1), ratio', find(rows, 'workspace-stateful', 1), (row) => row.p50 / (injected?.p50 ?? Number.NaN), 1)
   return checks
+}
+
+/**
+ * This checkout's warm rows beside the same rows of the previous commit (mode `previous`), measured
+ * alternately in one run: each figure as `this / previous` and their ratio.
+ */
+export function renderComparison (rows: Row[], previous: string): string {
+  const header = ['scenario', 'c', 'exec/s', 'p50 ms', 'p99 ms', 'CPU ms/exec', 'errors']
+  const pair = (now: number | null, before: number | null, digits = 1) => {
+    if (now === null || before === null || Number.isNaN(now) || Number.isNaN(before)) return '–'
+    return `${now.toFixed(digits)} / ${before.toFixed(digits)} (${(now / before).toFixed(2)}×)`
+  }
+  const lines = [`This checkout / ${previous}, the same rows alternating in one run:`, '', `| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`]
+  for (const row of rows.filter((r) => r.mode === 'warm')) {
+    const before = find(rows, row.scenario, row.concurrency, 'previous')
+    if (before === undefined) continue
+    lines.push(`| ${row.scenario} | ${row.concurrency} | ${pair(row.perSecond, before.perSecond)} | ${pair(row.p50, before.p50)} | ${pair(row.p99, before.p99)} | ${pair(row.cpuMsPerExecution, before.cpuMsPerExecution, 2)} | ${row.errors} / ${before.errors} |`)
+  }
+  return lines.join('\n') + '\n'
 }

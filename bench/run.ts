@@ -5,17 +5,20 @@
  * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
  * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (auto),
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
- * (the lang values to measure; all installed).
+ * (the lang values to measure; all installed), BENCH_COMPARE_REF (a commit, e.g. HEAD~1: its warm pool runs
+ * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
+ * Open Terminal rows (bench/terminals.ts).
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
+import { exportCommit, launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
 import { measureLanguages, renderLanguageTable } from './languages.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
+import { describeTerminals, measureTerminals } from './terminals.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
-import { renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
+import { renderComparison, renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
 import { Client, scenarios, type Scenario } from './scenarios.ts'
 
 const env = process.env
@@ -36,7 +39,8 @@ async function start (mode: Mode): Promise<Target> {
   if (env.BENCH_URL !== undefined && mode === 'warm') {
     return { server: { url: env.BENCH_URL, apiKey: env.BENCH_API_KEY ?? '', pid: null, stop: async () => {} }, dirs: null }
   }
-  const server = await launchServer({ JAIL: jail, POOL_MODE: mode, POOL_MIN: env.POOL_MIN ?? '8', POOL_MAX: env.POOL_MAX ?? '8' })
+  const repo = mode === 'previous' ? previous?.dir : undefined
+  const server = await launchServer({ JAIL: jail, POOL_MODE: mode === 'previous' ? 'warm' : mode, POOL_MIN: env.POOL_MIN ?? '8', POOL_MAX: env.POOL_MAX ?? '8' }, repo)
   return { server, dirs: server.pid === null ? null : findInstanceDirs(server.pid) }
 }
 
@@ -124,7 +128,7 @@ async function runMode (mode: Mode, levels: number[]): Promise<Row[]> {
   const target = await start(mode)
   const rows: Row[] = []
   try {
-    for (const scenario of scenarios().filter((s) => (only === undefined || only.includes(s.name)) && (s.modes ?? ['warm', 'cold']).includes(mode))) {
+    for (const scenario of scenarios().filter((s) => (only === undefined || only.includes(s.name)) && (s.modes ?? ['warm', 'cold']).includes(mode === 'previous' ? 'warm' : mode))) {
       const prepareClient = new Client(target.server.url, target.server.apiKey, 1)
       await scenario.prepare?.(prepareClient)
       await prepareClient.close()
@@ -140,20 +144,59 @@ async function runMode (mode: Mode, levels: number[]): Promise<Row[]> {
   return rows
 }
 
+/**
+ * This checkout's warm pool and the previous commit's, both started, every row measured on one and then
+ * the other (which goes first alternates row by row), so both see the same machine at the same time.
+ */
+async function runCompared (levels: number[]): Promise<Row[]> {
+  const targets = { warm: await start('warm'), previous: await start('previous') }
+  const rows: Row[] = []
+  let turn = 0
+  try {
+    for (const scenario of scenarios().filter((s) => (only === undefined || only.includes(s.name)) && (s.modes ?? ['warm', 'cold']).includes('warm'))) {
+      for (const target of Object.values(targets)) {
+        const prepareClient = new Client(target.server.url, target.server.apiKey, 1)
+        await scenario.prepare?.(prepareClient)
+        await prepareClient.close()
+      }
+      for (const concurrency of levels.filter((level) => level <= (scenario.maxConcurrency ?? Infinity))) {
+        const order: Mode[] = turn++ % 2 === 0 ? ['warm', 'previous'] : ['previous', 'warm']
+        for (const mode of order) {
+          const row = await measure(targets[mode as 'warm' | 'previous'], scenario, mode, concurrency)
+          process.stderr.write(`${mode} ${scenario.name} c=${concurrency}: p50 ${row.p50.toFixed(1)} ms, p99 ${row.p99.toFixed(1)} ms, ${row.perSecond.toFixed(1)}/s, CPU ${row.cpuMsPerExecution?.toFixed(2) ?? '–'} ms/exec, errors ${row.errors}\n`)
+          rows.push(row)
+        }
+      }
+    }
+  } finally {
+    await Promise.all(Object.values(targets).map(async (target) => await target.server.stop()))
+  }
+  return rows
+}
+
+const previous = env.BENCH_COMPARE_REF === undefined ? null : await exportCommit(env.BENCH_COMPARE_REF)
+if (previous !== null) process.stderr.write(`comparing with ${env.BENCH_COMPARE_REF} (${previous.commit}), exported to ${previous.dir}\n`)
 const wantsRegular = only === undefined || scenarios().some((scenario) => only.includes(scenario.name))
-const warm = wantsRegular ? await runMode('warm', concurrencies) : []
+const warm = wantsRegular ? (previous === null ? await runMode('warm', concurrencies) : await runCompared(concurrencies)) : []
 const cold = wantsRegular && env.BENCH_SKIP_BASELINE === undefined ? await runMode('cold', baselineConcurrencies) : []
 const wantsJupyter = only === undefined || only.some((name) => name.startsWith('jupyter-'))
 const jupyter = env.BENCH_SKIP_BASELINE === undefined && wantsJupyter && existsSync('/usr/bin/jupyter-server') ? await runMode('jupyter-server', baselineConcurrencies) : []
 const kernels = env.BENCH_URL === undefined && wantsJupyter ? await measureIdleKernels() : null
-const languages = env.BENCH_URL === undefined && (only === undefined || only.includes('languages'))
-  ? await measureLanguages({ runs: Number(env.BENCH_LANGUAGE_RUNS ?? 10), jail, only: env.BENCH_LANGUAGES?.split(','), log: (line) => process.stderr.write(`${line}\n`) })
-  : []
+const wantsLanguages = env.BENCH_URL === undefined && (only === undefined || only.includes('languages'))
+const languageOptions = { runs: Number(env.BENCH_LANGUAGE_RUNS ?? 10), jail, only: env.BENCH_LANGUAGES?.split(','), log: (line: string) => process.stderr.write(`${line}\n`) }
+const languages = wantsLanguages ? await measureLanguages(languageOptions) : []
+const previousLanguages = wantsLanguages && previous !== null ? await measureLanguages({ ...languageOptions, repo: previous.dir }) : []
+await previous?.remove()
+const terminals = env.BENCH_URL === undefined && (only === undefined || only.includes('terminal'))
+  ? await measureTerminals({ concurrencies: baselineConcurrencies, durationMs, jail })
+  : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
 await mkdir(outDir, { recursive: true })
-const languageTable = languages.length === 0 ? '' : `## Languages: Warden's warm p50 against the bare toolchain (c=1)\n\n${renderLanguageTable(languages)}\n`
+const languageTable = (languages.length === 0 ? '' : `## Languages: Warden's warm p50 against the bare toolchain (c=1)\n\n${renderLanguageTable(languages)}\n`) +
+  (previousLanguages.length === 0 ? '' : `\n## Languages of ${previous?.commit ?? ''}, measured after them in the same run\n\n${renderLanguageTable(previousLanguages)}\n`)
+const comparison = previous === null ? '' : `\n${renderComparison(warm, previous.commit)}`
 if (wantsRegular || wantsJupyter) {
   const result = {
     date,
@@ -165,13 +208,18 @@ if (wantsRegular || wantsJupyter) {
     targets: targetsMet(warm),
   }
   await writeFile(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
-  await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
+  await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + comparison + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
   if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
-  process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n')
+  process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n' + comparison)
+}
+if (terminals !== null) {
+  await writeFile(path.join(outDir, 'terminals.json'), JSON.stringify({ date, machine, jail, ...terminals }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'terminals.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${describeTerminals(terminals)}\n`)
+  process.stdout.write(`\n${describeTerminals(terminals)}\n`)
 }
 // the language rows have files of their own: a run of only them leaves the other results as they were
 if (languages.length > 0) {
-  await writeFile(path.join(outDir, 'languages.json'), JSON.stringify({ date, machine, jail, rows: languages }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'languages.json'), JSON.stringify({ date, machine, jail, rows: languages, ...(previous === null ? {} : { previous: { commit: previous.commit, rows: previousLanguages } }) }, null, 2) + '\n')
   await writeFile(path.join(outDir, 'languages.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${languageTable}`)
   process.stdout.write(`\n${languageTable}`)
 }

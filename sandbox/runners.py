@@ -153,13 +153,16 @@ def expand(argv: list[str], args: list[str], source: str) -> list[str]:
     return expanded
 
 
-def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], env: dict[str, str], interrupts: Interrupts, server: Any = None) -> RunOutcome:
+def run_steps(steps: list[dict], code: str, source_file: str, args: list[str], env: dict[str, str], interrupts: Interrupts, server: Any = None, after_build: Any = None) -> RunOutcome:
     """Run each step as its own process until one fails; the last step is the program itself.
 
-    `server` (a tool server: fileno() and serve_round()) is served while a step runs.
+    `server` (a tool server: fileno() and serve_round()) is served while a step runs. `after_build` is
+    called once every step before the last succeeded, before the last starts (the compile cache's capture).
     """
     source = write_source(source_file, code)
-    for step in steps:
+    for index, step in enumerate(steps):
+        if index == len(steps) - 1 and index > 0 and after_build is not None:
+            after_build()
         argv = expand(list(step["argv"]), args, source)
         timeout_s = step.get("timeout_ms")
         stdout_to_stderr = bool(step.get("stdout_to_stderr"))

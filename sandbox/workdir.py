@@ -33,6 +33,8 @@ class Collected:
     notes: list[str] = field(default_factory=list)
     count: int = 0
     total_bytes: int = 0
+    # every regular file looked at, as it was when looked at: the next checkpoint's "before" (terminal.py)
+    seen: Snapshot = field(default_factory=dict)
 
 
 def valid_relative_name(name: str) -> bool:
@@ -61,13 +63,7 @@ def stage_inputs(reader: frames.FrameReader, files: list[dict]) -> Snapshot:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            remaining = size
-            while remaining > 0:
-                kind, payload = reader.read()
-                if kind != frames.DATA or len(payload) > remaining:
-                    raise frames.ProtocolError(f"bad data for input {name!r}")
-                frames.write_all(fd, payload)
-                remaining -= len(payload)
+            frames.receive_data(reader, fd, size, f"input {name!r}")
             st = os.fstat(fd)
         finally:
             os.close(fd)
@@ -139,6 +135,7 @@ def collect_outputs(ctl: int, before: Snapshot, limits: OutputLimits, send: bool
             continue
         try:
             st = os.fstat(fd)
+            result.seen[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
             if before.get(name) == (st.st_ino, st.st_size, st.st_mtime_ns):
                 continue  # there before the run, and untouched
             if not send:

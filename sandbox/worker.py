@@ -18,10 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+import artifacts
 import cells
 import frames
 import prepared
 import runners
+import terminal
 import tools
 import workdir
 
@@ -134,6 +136,8 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     started = time.monotonic()
     keep = bool(job.get("keep"))
     workdir.stage_inputs(reader, job.get("files", []))
+    exchange = job.get("artifacts") or {}
+    artifacts.stage(reader, exchange.get("provide") or [])
     before = workdir.snapshot(config.limits) if job.get("collect", True) else {}
     frames.send(CTL_FD, frames.STARTED)
     runners.limit_cpu(int(job["cpu_seconds"]), keep_hard_limit=keep)
@@ -151,6 +155,9 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
             outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, env, interrupts, server)
         finally:
             server.close()
+    elif job["runner"] == "terminal":
+        # an Open WebUI user's terminal: commands, shells and file operations until the server closes it
+        outcome = terminal.serve(job, reader, ENV | {"HOME": workdir.WORKDIR})
     elif job["runner"] == "python" and job.get("cell"):
         sync = SyncedSender(bytes.fromhex(str(job["sync_seed"])))
         outcome = cells.run_cell(job["code"], main, interrupts, sync.send, int(job.get("execution_count", 0)))
@@ -159,7 +166,9 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
     elif job["runner"] == "steps" and interpreter is not None and interpreter.takes(job):
         outcome = interpreter.run(job["code"], job["source_file"], args, job["steps"], int(job["cpu_seconds"]), interrupts)
     elif job["runner"] == "steps":
-        outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts)
+        capture = exchange.get("capture")
+        after_build = None if not capture else lambda: artifacts.capture(CTL_FD, [str(name) for name in capture], int(exchange["max_bytes"]))
+        outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, ENV | job.get("env", {}), interrupts, after_build=after_build)
     else:
         raise frames.ProtocolError(f"unknown runner {job['runner']!r}")
     if not keep:

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { CompileCacheStats } from './exec/compile-cache.ts'
 import type { ExecutionResult } from './exec/execute.ts'
 import type { LiveStats } from './live/registry.ts'
 import type { PoolStats } from './pool/worker-pool.ts'
@@ -29,10 +30,14 @@ export class Metrics {
   private readonly ptcToolCalls: Counter
   /** paused and running tool-calling runs, once the API has made its ProgrammaticRuns */
   private programmatic: (() => { running: number, paused: number }) | null = null
+  /** the replicas this one sees in the shared Redis (REDIS_URL) */
+  private cluster: (() => { replicasAlive: number, redisReachable: boolean }) | null = null
 
   private readonly liveEvents: Counter<'kind' | 'event'>
   private readonly kernelEvents: Counter<'event'>
   private readonly cells: Histogram<'outcome'>
+  /** registered once the API made its compile cache */
+  private compileCache: Gauge[] = []
 
   constructor (pool: () => PoolStats, store: FileStore, live: () => LiveStats | null = () => null) {
     collectDefaultMetrics({ register: this.registry, prefix: 'warden_' })
@@ -74,6 +79,7 @@ export class Metrics {
     this.ptcRounds = new Counter({ name: 'warden_ptc_rounds_total', help: 'Rounds of tool calls: pauses of a run for its client to call tools', registers })
     this.ptcToolCalls = new Counter({ name: 'warden_ptc_tool_calls_total', help: 'Tool calls asked of clients by programmatic runs', registers })
     programmaticRunsGauge(registers, () => this.programmatic?.() ?? { running: 0, paused: 0 })
+    clusterGauges(registers, () => this.cluster?.() ?? null)
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -108,8 +114,31 @@ export class Metrics {
     this.liveEvents.inc({ kind, event })
   }
 
+  watchCluster (view: () => { replicasAlive: number, redisReachable: boolean }): void {
+    this.cluster = view
+  }
+
   watchProgrammatic (stats: () => { running: number, paused: number }): void {
     this.programmatic = stats
+  }
+
+  /** The compile cache's counters and size, read when scraped. */
+  watchCompileCache (stats: () => CompileCacheStats): void {
+    const registers = [this.registry]
+    this.compileCache = [new Gauge({
+      name: 'warden_compile_cache_lookups_total',
+      help: 'Compiled programs whose build was found kept (hit) or had to run (miss); programs that cannot be cached are not counted',
+      labelNames: ['result'],
+      registers,
+      collect () {
+        const { hits, misses } = stats()
+        this.set({ result: 'hit' }, hits)
+        this.set({ result: 'miss' }, misses)
+      },
+    }),
+    new Gauge({ name: 'warden_compile_cache_evictions_total', help: 'Builds dropped from the compile cache to fit its size', registers, collect () { this.set(stats().evictions) } }),
+    new Gauge({ name: 'warden_compile_cache_entries', help: 'Builds kept in the compile cache', registers, collect () { this.set(stats().entries) } }),
+    new Gauge({ name: 'warden_compile_cache_bytes', help: 'Bytes of the builds kept in the compile cache (COMPILE_CACHE_MB bounds it)', registers, collect () { this.set(stats().bytes) } })]
   }
 
   recordProgrammaticRound (calls: number): void {
@@ -137,10 +166,20 @@ export class Metrics {
   private async storage (store: FileStore): Promise<{ files: number, bytes: number }> {
     // walking the store on every scrape would cost more than the information is worth
     if (this.storageCache === null || Date.now() - this.storageCache.at > STORAGE_CACHE_MS) {
-      this.storageCache = { at: Date.now(), value: await store.usage() }
+      // a store that does not answer (S3 away) keeps the last figures: a scrape must not fail with it
+      const value = await store.usage().catch(() => this.storageCache?.value ?? { files: 0, bytes: 0 })
+      this.storageCache = { at: Date.now(), value }
     }
     return this.storageCache.value
   }
+}
+
+/** The cluster view (REDIS_URL), read when scraped; zeros for one process. */
+function clusterGauges (registers: Registry[], view: () => { replicasAlive: number, redisReachable: boolean } | null): Gauge[] {
+  return [
+    new Gauge({ name: 'warden_cluster_replicas', help: 'Replicas alive in the shared Redis, this one included (0 for one process or while Redis does not answer)', registers, collect () { this.set(view()?.replicasAlive ?? 0) } }),
+    new Gauge({ name: 'warden_cluster_redis_up', help: 'Whether this replica\'s last heartbeat reached Redis (0 for one process)', registers, collect () { this.set(view()?.redisReachable === true ? 1 : 0) } }),
+  ]
 }
 
 /** Live workers by kind, read when scraped. */

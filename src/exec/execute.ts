@@ -1,13 +1,14 @@
 import { ownerKey, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
-import type { WorkspaceStore } from '../storage/workspaces.ts'
+import type { Workspaces } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import type { Program, RunPhases, WorkerJob } from '../pool/run.ts'
+import type { ArtifactExchange, Program, RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { Flavor } from '../pool/worker-pool.ts'
 import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
+import { compileKey, type CompileCache } from './compile-cache.ts'
 import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
 import { programFor, type LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
@@ -40,6 +41,8 @@ export interface ExecutionResult {
   phases: ExecutionPhases
   /** the program ran in an interpreter started ahead of it (a prepared worker) */
   prepared: boolean
+  /** the compile cache's answer: `hit` ran a kept build, `miss` built (and kept it); null: not cacheable */
+  compileCache: 'hit' | 'miss' | null
 }
 
 /** An output of the run; `inherited`: a read-only input the code changed, echoed unchanged (spec §3.5). */
@@ -60,10 +63,12 @@ export interface ExecDeps {
   flavorOf?: FlavorOf
   workers: WorkerSource
   limits: ExecutionLimits
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
   sessions: SessionSettings
   /** told of a failure that does not fail the request (a fresh session's record not written) */
   onBackgroundError?: (error: unknown) => void
+  /** builds of compiled programs kept per owner; absent or disabled: every program compiles */
+  compileCache?: CompileCache
 }
 
 /** One /exec: resolve inputs -> take a worker -> run (files travel over its pipe) -> classify -> store outputs. */
@@ -102,6 +107,7 @@ export interface PreparedExecution {
   collectLimits: CollectLimits
   resolveMs: number
   clock: Stopwatch
+  compileCache: ExecutionResult['compileCache']
 }
 
 export async function prepareExecution (request: ExecutionRequest, deps: ExecDeps): Promise<PreparedExecution> {
@@ -113,6 +119,7 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
   const inputs = stagedInputs(plan.files, explicit, limits.workdirBytes)
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, plan.executionId, request.identity, limits)
+  const built = withCompileCache(programFor(request.language, { code: request.code, limits }), request, inputs.length, deps.compileCache)
   return {
     request,
     executionId: plan.executionId,
@@ -120,18 +127,41 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
     explicit,
     job: {
       owner: ownerKey(request.identity),
-      program: programFor(request.language, { code: request.code, limits }),
+      program: built.program,
       code: request.code,
       args: request.args,
       inputs: toWorkerInputs(inputs, store),
       cpuSeconds: cpuSecondsFor(timeoutMs),
       outputs,
+      ...(built.artifacts === undefined ? {} : { artifacts: built.artifacts }),
     },
     outputs,
     timeoutMs,
     collectLimits: { timeoutMs, maxStdoutBytes: limits.maxStdoutBytes, maxStderrBytes: limits.maxStderrBytes },
     resolveMs: clock.lap(),
     clock,
+    compileCache: built.answer,
+  }
+}
+
+/** An artifact larger than this is not asked back from a worker (a Go hello world is about 2 MB). */
+const MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+interface CachedProgram { program: Program, artifacts?: ArtifactExchange, answer: ExecutionResult['compileCache'] }
+
+/**
+ * The program with the compile cache applied: on a hit, only its run step, with the kept build handed to
+ * the worker; on a miss, the whole program, with the build asked back to be kept once it succeeded.
+ */
+function withCompileCache (program: Program, request: ExecutionRequest, inputCount: number, cache: CompileCache | undefined): CachedProgram {
+  const key = cache?.enabled === true ? compileKey(request.identity, request.language.id, program, request.code, inputCount) : null
+  if (cache === undefined || key === null || program.runner !== 'steps' || program.artifacts === undefined) return { program, answer: null }
+  const kept = cache.lookup(key)
+  if (kept !== null) return { program: { ...program, steps: program.steps.slice(-1) }, artifacts: { provide: kept }, answer: 'hit' }
+  return {
+    program,
+    artifacts: { capture: program.artifacts, maxBytes: MAX_ARTIFACT_BYTES, keep: (artifacts) => cache.store(key, artifacts) },
+    answer: 'miss',
   }
 }
 
@@ -179,6 +209,7 @@ export async function finishExecution (prepared: PreparedExecution, run: Collect
     wallMs: run.wallMs,
     phases: { resolveMs: prepared.resolveMs, acquireMs: after.acquireMs, run: run.phases, storeMs: clock.lap() },
     prepared: run.prepared || (run.vanished && after.preparedWorker),
+    compileCache: prepared.compileCache,
   }
 }
 

@@ -1,7 +1,7 @@
 import type { CgroupCounters } from '../jail/cgroup.ts'
 import { EventQueue } from './event-queue.ts'
 import { randomBytesFromPool } from './random-pool.ts'
-import { DATA_CHUNK_BYTES, FrameType, MARKER_BYTES, RunStream, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
+import { CHANNEL_BYTES, DATA_CHUNK_BYTES, FrameType, MARKER_BYTES, RunStream, encodeChannelBytes, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
 
 /** An input file streamed into the worker before the code starts. */
 export interface WorkerInput {
@@ -53,12 +53,27 @@ export interface PreparedStart {
  */
 export interface Preparation { start: PreparedStart, env: Record<string, string> }
 
+/** A file of the source folder ({dir}) a build made, as the compile cache keeps it. */
+export interface Artifact { name: string, bytes: Buffer }
+
+/**
+ * The compile cache's part in a job: `provide` hands the worker a build's artifacts instead of the build
+ * (the program's steps are then only its run); `capture` asks the worker for the named artifacts once
+ * the build steps succeeded, before the run step starts, and gives them to `keep`.
+ */
+export type ArtifactExchange =
+  | { provide: readonly Artifact[] }
+  | { capture: readonly string[], maxBytes: number, keep: (artifacts: Artifact[]) => void }
+
 /** How the worker runs the code: in its warm Python interpreter, or as argv steps. */
 export type Program =
   /** `cell`: run as a Jupyter cell (last expression, figures and errors as messages) */
   | { runner: 'python', cell?: { executionCount: number } }
   /** `prepare`: a worker prepared with it runs the steps in that interpreter, any other as processes */
-  | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string>, prepare?: PreparedStart }
+  /** `artifacts`: files of {dir} the build steps make and the run step needs (what the compile cache keeps) */
+  | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string>, prepare?: PreparedStart, artifacts?: readonly string[] }
+  /** an Open WebUI user's terminal (sandbox/terminal.py): requests and channel bytes until it is closed */
+  | { runner: 'terminal', settings: { max_log_bytes: number, max_reply_bytes: number } }
 
 export interface WorkerJob {
   /**
@@ -79,6 +94,8 @@ export interface WorkerJob {
   outputs: OutputSink
   /** tools the code may call (programmatic tool calling): stubs by these identifiers ask the server */
   tools?: ToolStub[]
+  /** build artifacts handed in, or asked for (the compile cache) */
+  artifacts?: ArtifactExchange
 }
 
 /** A tool as the code sees it: `identifier` is the Python/Bash name of its stub; calls carry `name`. */
@@ -90,6 +107,8 @@ export type RunEvent =
   | { type: 'stderr', chunk: Buffer }
   /** a JSON message from the running code (a tool call, display data) */
   | { type: 'message', message: Record<string, unknown> }
+  /** bytes of a terminal channel (a shell's output, a file being downloaded) */
+  | { type: 'channel', channel: number, chunk: Buffer }
 
 export interface RunResult {
   exitCode: number | null
@@ -174,6 +193,10 @@ export class Run {
   private frameQueue: Promise<void> = Promise.resolve()
   private queuedFrames = 0
   private currentOutput: Promise<OutputFile | null> | null = null
+  /** the build's artifacts as they arrive (compile cache capture); `announced` once the one A frame came */
+  private artifacts: { announced: boolean, receiving: ArtifactReceipt | null } = { announced: false, receiving: null }
+  /** a frame other than the build's artifacts arrived after S: any artifact frame now is not the worker's */
+  private framedAfterStart = false
   private readonly timers: NodeJS.Timeout[] = []
   private readonly phases: Partial<RunPhases> = {}
 
@@ -181,7 +204,7 @@ export class Run {
   readonly syncSeed = randomBytesFromPool(MARKER_BYTES)
 
   constructor (private readonly link: RunLink, private readonly job: WorkerJob, readonly marker: Buffer, private readonly maxMessageBytes: number) {
-    const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' ? event.chunk.length : 256
+    const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' || event.type === 'channel' ? event.chunk.length : 256
     this.events = new EventQueue<RunEvent>(size, (paused) => link.pressure('events', paused))
     this.stdout = new RunStream(marker, (chunk) => this.events.push({ type: 'stdout', chunk }), this.syncSeed)
     this.stderr = new RunStream(marker, (chunk) => this.events.push({ type: 'stderr', chunk }), this.syncSeed)
@@ -193,6 +216,11 @@ export class Run {
     const frame = encodeJsonMessage(FrameType.message, message)
     if (frame.length > this.maxMessageBytes + 64) throw new RangeError('the message is larger than the worker accepts')
     await this.link.write(frame)
+  }
+
+  /** Bytes for a terminal channel (keystrokes, an upload); rejects when the worker is gone. */
+  async sendChannel (channel: number, bytes: Uint8Array): Promise<void> {
+    await this.link.write(encodeChannelBytes(channel, bytes))
   }
 
   /** SIGINT to the running code: Python raises KeyboardInterrupt, a process group gets the signal. */
@@ -292,6 +320,7 @@ export class Run {
       files: this.job.inputs.map((input) => ({ name: input.name, size: input.size })),
       ...(this.job.tools !== undefined && this.job.tools.length > 0 ? { tools: this.job.tools } : {}),
       ...(program.runner === 'python' && program.cell !== undefined ? { cell: true, execution_count: program.cell.executionCount } : {}),
+      ...(artifactsMessage(this.job.artifacts)),
       ...(program.runner === 'steps'
         ? {
             source_file: program.sourceFile,
@@ -306,6 +335,7 @@ export class Run {
             ...(program.prepare === undefined ? {} : { prepare: { key: program.prepare.key } }),
           }
         : {}),
+      ...(program.runner === 'terminal' ? { terminal: program.settings } : {}),
     }
     await this.link.write(encodeJsonMessage(FrameType.job, message))
     for (const input of this.job.inputs) {
@@ -319,9 +349,73 @@ export class Run {
       }
       if (sent !== input.size) throw new Error(`input ${input.name} changed size while being sent`)
     }
+    const provided = this.job.artifacts !== undefined && 'provide' in this.job.artifacts ? this.job.artifacts.provide : []
+    for (const artifact of provided) {
+      for (let offset = 0; offset < artifact.bytes.length; offset += DATA_CHUNK_BYTES) {
+        await this.link.write(encodeFrame(FrameType.data, artifact.bytes.subarray(offset, offset + DATA_CHUNK_BYTES)))
+      }
+    }
+  }
+
+  /**
+   * The build's artifacts, asked for by the job: one A frame, right after S and before anything else, then
+   * their bytes. The worker sends it after the build and before the run step starts (sandbox/artifacts.py),
+   * so an A frame anywhere else, a second one, or one naming what was not asked for is not the worker's:
+   * the run is stopped as for any protocol violation, and nothing is kept.
+   */
+  private receiveArtifacts (payload: Buffer): void {
+    const exchange = this.job.artifacts
+    const announced = parseJson(payload)?.files
+    const files = Array.isArray(announced) ? announced as Array<{ name?: unknown, size?: unknown }> : null
+    const placed = this.phases.startedMs !== undefined && !this.artifacts.announced && !this.framedAfterStart
+    this.artifacts.announced = true
+    if (exchange === undefined || !('capture' in exchange) || !placed || files === null) return this.onProtocolViolation('an artifact frame the job did not ask for here')
+    const names = new Set(exchange.capture)
+    let total = 0
+    const expected: Array<{ name: string, size: number }> = []
+    for (const file of files) {
+      const { name, size } = file
+      if (typeof name !== 'string' || !names.delete(name) || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+        return this.onProtocolViolation('an artifact the job did not ask for')
+      }
+      total += size
+      expected.push({ name, size })
+    }
+    if (total > exchange.maxBytes) return this.onProtocolViolation('artifacts larger than the job allows')
+    // an empty list: the worker would not vouch for the build (a process it left behind); nothing to keep
+    if (expected.length === 0) return
+    this.artifacts.receiving = { expected, chunks: [], received: 0, done: [], keep: expected.length === exchange.capture.length ? exchange.keep : null }
+    this.completeArtifacts(this.artifacts.receiving)
+  }
+
+  private receiveArtifactData (receipt: ArtifactReceipt, chunk: Buffer): void {
+    const current = receipt.expected[receipt.done.length]
+    if (current === undefined || receipt.received + chunk.length > current.size) return this.onProtocolViolation('artifact data beyond its size')
+    receipt.chunks.push(chunk)
+    receipt.received += chunk.length
+    this.completeArtifacts(receipt)
+  }
+
+  /** Close every artifact whose bytes are all in (zero-byte ones at once); keep them when the last is. */
+  private completeArtifacts (receipt: ArtifactReceipt): void {
+    for (let current = receipt.expected[receipt.done.length]; current !== undefined && receipt.received === current.size; current = receipt.expected[receipt.done.length]) {
+      receipt.done.push({ name: current.name, bytes: Buffer.concat(receipt.chunks) })
+      receipt.chunks = []
+      receipt.received = 0
+    }
+    if (receipt.done.length < receipt.expected.length) return
+    this.artifacts.receiving = null
+    receipt.keep?.(receipt.done)
   }
 
   private async handleFrame (frame: Frame): Promise<void> {
+    const receipt = this.artifacts.receiving
+    if (receipt !== null) {
+      if (frame.type === FrameType.data) return this.receiveArtifactData(receipt, frame.payload)
+      return this.onProtocolViolation('a frame inside an artifact')
+    }
+    if (frame.type === FrameType.artifact) return this.receiveArtifacts(frame.payload)
+    if (this.phases.startedMs !== undefined) this.framedAfterStart = true
     switch (frame.type) {
       case FrameType.started:
         this.phases.startedMs = this.elapsed()
@@ -352,6 +446,10 @@ export class Run {
         await output?.close(typeof size === 'number' ? size : -1)
         return
       }
+      case FrameType.terminal:
+        if (this.job.program.runner !== 'terminal' || frame.payload.length < CHANNEL_BYTES) return this.onProtocolViolation('a terminal frame outside a terminal run')
+        this.events.push({ type: 'channel', channel: frame.payload.readUInt32BE(0), chunk: frame.payload.subarray(CHANNEL_BYTES) })
+        return
       case FrameType.done:
         this.doneMessage = parseJson(frame.payload) ?? {}
         this.phases.doneMs = this.elapsed()
@@ -427,6 +525,23 @@ export class Run {
       },
     }
   }
+}
+
+interface ArtifactReceipt {
+  expected: Array<{ name: string, size: number }>
+  /** the bytes so far of the artifact being received, and their count */
+  chunks: Buffer[]
+  received: number
+  done: Artifact[]
+  /** null when the worker sent fewer than were asked for: an incomplete build is not kept */
+  keep: ((artifacts: Artifact[]) => void) | null
+}
+
+/** The job message's part of the compile cache (sandbox/artifacts.py reads it). */
+function artifactsMessage (exchange: ArtifactExchange | undefined): Record<string, unknown> {
+  if (exchange === undefined) return {}
+  if ('provide' in exchange) return { artifacts: { provide: exchange.provide.map((artifact) => ({ name: artifact.name, size: artifact.bytes.length })) } }
+  return { artifacts: { capture: exchange.capture, max_bytes: exchange.maxBytes } }
 }
 
 function since (baseline: CgroupCounters | null, now: CgroupCounters | null): CgroupCounters | null {

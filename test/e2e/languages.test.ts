@@ -11,7 +11,7 @@ import { api, availableDrivers, startServer, suiteContext, type RunningServer } 
  * installed jail driver: a program that computes, takes args, reads an input from /mnt/data and writes an
  * output that downloads; a compile error; a runtime error; the time limit; a memory bomb; no network and
  * a fork bomb. Twice per driver: every language as processes the worker starts (PREPARED_MAX=0), and
- * the languages with a prepared interpreter (Node, TypeScript, Java, R) in workers that started it ahead,
+ * the languages with a prepared interpreter (Node, TypeScript, Java, R, PHP) in workers that started it ahead,
  * each run waiting until one is ready. The runs start together in `before` (the CPU-bound ones a few at
  * a time, the sleeping ones all at once) and each test awaits its own, so a suite takes about as long as
  * its slowest language rather than the sum of all.
@@ -109,7 +109,7 @@ async function preparedWorkerReady (server: RunningServer, id: string): Promise<
 
 const MODES = [
   { prepared: false, title: 'every LibreChat language through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter(isInstalled) },
-  { prepared: true, title: 'Node, TypeScript, Java and R in prepared workers through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter((lang) => isInstalled(lang) && hasPreparedInterpreter(lang)) },
+  { prepared: true, title: 'Node, TypeScript, Java, R and PHP in prepared workers through the agents SDK', langs: LIBRECHAT_LANGUAGES.filter((lang) => isInstalled(lang) && hasPreparedInterpreter(lang)) },
 ]
 
 for (const driver of availableDrivers()) {

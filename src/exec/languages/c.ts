@@ -7,6 +7,7 @@ export default {
   program: {
     runner: 'steps',
     sourceFile: 'main.c',
+    artifacts: ['main'],
     steps: [
       { name: 'compile', argv: ['/usr/bin/gcc', '-O2', '-pipe', '-o', '{dir}/main', '{source}', '-lm'] },
       { name: 'run', argv: ['{dir}/main', '{args}'] },

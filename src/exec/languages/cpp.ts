@@ -7,6 +7,7 @@ export default {
   program: {
     runner: 'steps',
     sourceFile: 'main.cpp',
+    artifacts: ['main'],
     steps: [
       { name: 'compile', argv: ['/usr/bin/g++', '-O2', '-pipe', '-o', '{dir}/main', '{source}'] },
       { name: 'run', argv: ['{dir}/main', '{args}'] },

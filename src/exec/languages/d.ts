@@ -10,6 +10,7 @@ export default {
   program: {
     runner: 'steps',
     sourceFile: 'main.d',
+    artifacts: ['main'],
     steps: [
       { name: 'compile', argv: ['/usr/bin/gdc', '-pipe', '-o', '{dir}/main', '{source}'] },
       { name: 'run', argv: ['{dir}/main', '{args}'] },

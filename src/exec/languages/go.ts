@@ -47,6 +47,7 @@ export default {
   program: ({ code, limits }) => ({
     runner: 'steps',
     sourceFile: 'main.go',
+    artifacts: ['main'],
     env: {
       GOPATH: '/tmp/go',
       GOCACHE: '/tmp/.cache/go-build',

@@ -13,6 +13,7 @@ export default {
   program: {
     runner: 'steps',
     sourceFile: 'main.rs',
+    artifacts: ['main'],
     steps: [
       { name: 'compile', argv: ['/usr/bin/rustc', '--edition', '2021', '-C', 'prefer-dynamic', '-o', '{dir}/main', '{source}'] },
       { name: 'run', argv: ['{dir}/main', '{args}'] },
