@@ -33,17 +33,18 @@ export interface ProgramStep { name: string, argv: string[], timeoutMs?: number,
  * {"source", "args"} from the FIFO {dir}/job; `source` handoff: the source file is a FIFO it reads the
  * program from, after `prefix` (where `{args_items}` becomes the args as comma-separated JSON strings).
  */
-export interface PreparedStart {
+export type PreparedStart = {
   /** one kind of prepared worker per key (the language) */
   key: string
   argv: string[]
-  handoff: 'job' | 'source'
-  /** `source` handoff: the name of the source file the interpreter reads its program from (a FIFO) */
-  sourceFile?: string
   files?: Record<string, string>
   warmup?: string
   prefix?: string
-}
+} & (
+  | { handoff: 'job' }
+  /** the name of the source file the interpreter reads its program from (a FIFO): the language's, never a request's */
+  | { handoff: 'source', sourceFile: string }
+)
 
 /**
  * What a worker is prepared with: the language's interpreter and environment, and nothing of any request

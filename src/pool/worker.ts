@@ -120,8 +120,8 @@ export class Worker {
     this.preparing = true
     const loaded = new Promise<number>((resolve, reject) => { this.prepareWaiter = { resolve, reject } })
     loaded.catch(() => {})
-    const { sourceFile, ...rest } = start
-    await this.write(encodeJsonMessage(FrameType.job, { runner: 'prepare', env, prepare: { ...rest, ...(sourceFile === undefined ? {} : { source_file: sourceFile }) } }))
+    const prepare = start.handoff === 'source' ? { ...start, sourceFile: undefined, source_file: start.sourceFile } : start
+    await this.write(encodeJsonMessage(FrameType.job, { runner: 'prepare', env, prepare }))
     const ms = await loaded
     this.preparedKey = start.key
     return ms

@@ -8,7 +8,7 @@ import { assertStillServing, code, describeRun, startAttackServer, type Json } f
 
 /**
  * Item 1 of issue 21: one user's run must leave nothing for the next user of a prepared interpreter
- * (Node, TypeScript, R, Java; sandbox/prepared.py) or of the warm worker it was adopted from.
+ * (Node, TypeScript, PHP, R, Java; sandbox/prepared.py) or of the warm worker it was adopted from.
  *
  * Each language runs the same probe three times, as three users, each time in a worker whose
  * interpreter was started ahead (checked on the server's log line): W (the language's first request,
@@ -127,6 +127,32 @@ const R_PROBE: Probe = (tag, secret) => code(`
   invisible(system2("python3", c("/tmp/scan.py", argv[2], argv[3])))
 `)
 
+const PHP_PROBE: Probe = (tag, secret) => code(`
+  <?php
+  $tag = '${tag}';
+  $secret = '${secret}';
+  file_put_contents("/tmp/TRACE-$tag", $secret);
+  file_put_contents("/dev/shm/TRACE-$tag", $secret);
+  file_put_contents("/tmp/TRACE-$tag-include.php", '<?php return 1;');
+  include "/tmp/TRACE-$tag-include.php";
+  putenv("TRACE_$tag=1");
+  $GLOBALS["TRACE_$tag"] = 1;
+  ini_set('user_agent', "TRACE-$tag");
+  $held = fopen("/tmp/TRACE-$tag", 'r');
+  register_shutdown_function(function () use ($tag) { echo "TRACE-EXIT-$tag\\n"; });
+  exec("sh -c 'sleep 0.3; while :; do echo TRACE-ECHO-\\$0 >&2; sleep 0.1; done' TRACE-$tag > /dev/null &");
+  $tags = explode(',', $argv[2]);
+  $seen = fn ($has) => array_values(array_filter($tags, $has));
+  echo 'LANG ' . json_encode([
+    'env' => $seen(fn ($t) => getenv("TRACE_$t") !== false),
+    'globals' => $seen(fn ($t) => array_key_exists("TRACE_$t", $GLOBALS) || ini_get('user_agent') === "TRACE-$t"),
+    'includes' => $seen(fn ($t) => count(array_filter(get_included_files(), fn ($f) => str_contains($f, "TRACE-$t"))) > 0),
+    'held' => is_resource($held),
+  ]) . "\\n";
+  file_put_contents('/tmp/scan.py', $argv[1]);
+  passthru('python3 /tmp/scan.py ' . escapeshellarg($argv[2]) . ' ' . escapeshellarg($argv[3]));
+`)
+
 /** Java: `className` is the public class (the W run names it after its secret, as a user's program names it). */
 const javaProbe = (className: string): Probe => (tag, secret) => code(`
   import java.io.FileInputStream;
@@ -175,6 +201,7 @@ interface Language { lang: string, id: string, probe: (tag: Tag) => Probe, expec
 const LANGUAGES: Language[] = [
   { lang: 'js', id: 'javascript', probe: () => NODE_PROBE, expectLang: (tag) => ({ env: [tag], globals: [tag], modules: [tag], exitHooks: 1, held: true }) },
   { lang: 'ts', id: 'typescript', probe: () => NODE_PROBE, expectLang: (tag) => ({ env: [tag], globals: [tag], modules: [tag], exitHooks: 1, held: true }) },
+  { lang: 'php', id: 'php', probe: () => PHP_PROBE, expectLang: (tag) => ({ env: [tag], globals: [tag], includes: [tag], held: true }) },
   { lang: 'r', id: 'r', probe: () => R_PROBE, expectLang: (tag) => ({ env: [tag], globals: [tag], held: true }) },
   { lang: 'java', id: 'java', probe: (tag) => javaProbe(tag === 'W' ? 'SecretClass' + NONCE : 'Main'), expectLang: (tag) => ({ properties: [tag], classes: [tag], threads: [tag] }) },
 ]
