@@ -43,7 +43,9 @@ class Prepared:
         self.key = str(spec["key"])
         self.handoff = str(spec["handoff"])
         self.prefix = str(spec.get("prefix", ""))
-        self.source = os.path.join(runners.SOURCE_DIR, str(spec["source_file"]))
+        # only the `source` handoff names a file, and the name is the language's: nothing of a request is
+        # known yet (a prepared worker holds nothing of anyone until its one job)
+        self.source = os.path.join(runners.SOURCE_DIR, os.path.basename(str(spec["source_file"]))) if self.handoff == "source" else None
         os.makedirs(runners.SOURCE_DIR, mode=0o700, exist_ok=True)
         for name, content in dict(spec.get("files", {})).items():
             with open(os.path.join(runners.SOURCE_DIR, os.path.basename(name)), "w", encoding="utf-8") as f:
@@ -54,14 +56,14 @@ class Prepared:
         # a writer of our own, so the interpreter opening and closing it never makes the FIFO read as ended
         self.signal_keep = os.open(signal_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         # held open for reading and writing: the interpreter's open never blocks, and it reads until we close
-        feed = self.source if self.handoff == "source" else os.path.join(runners.SOURCE_DIR, "job")
+        feed = self.source or os.path.join(runners.SOURCE_DIR, "job")
         os.mkfifo(feed, 0o600)
         self.feed_fd: int | None = os.open(feed, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         # a line or two the interpreter runs as soon as it is up (R's `L`): far below a pipe's 64 KiB
         warmup = str(spec.get("warmup", "")).encode()
         if os.write(self.feed_fd, warmup) != len(warmup):
             raise PrepareFailed("the warm-up does not fit the FIFO")
-        argv = runners.expand(list(spec["argv"]), [], self.source)
+        argv = runners.expand(list(spec["argv"]), [], self.source or "")
         self.pid = os.posix_spawn(
             argv[0],
             argv,
@@ -89,7 +91,7 @@ class Prepared:
         for fd in (self.pidfd, self.signal_fd, self.signal_keep, self.feed_fd):
             if fd is not None:
                 os.close(fd)
-        for name in ("signal", "job", os.path.basename(self.source)):
+        for name in ("signal", "job", *([os.path.basename(self.source)] if self.source else [])):
             path = os.path.join(runners.SOURCE_DIR, name)
             if os.path.exists(path) and not os.path.isfile(path):
                 os.unlink(path)

@@ -109,16 +109,24 @@ def serve(config: WorkerConfig, setup_ms: float) -> None:
     frames.send_json(CTL_FD, frames.READY, {"setup_ms": round(setup_ms, 2)})
     main = runners.new_main_module()
     interpreter: prepared.Prepared | None = None
+    runs = 0
     while True:
         try:
             job = reader.read_json(frames.JOB)
         except frames.ChannelClosed:
             return
         if job["runner"] == "prepare":
-            # an interpreter started ahead of the one job that follows (prepared.py); no user code yet
+            # an interpreter started ahead of the one job that follows (prepared.py); no user code yet.
+            # Only a worker that never ran anything is prepared, once: whatever asks (src/pool/worker.ts
+            # refuses too), a prepared interpreter never sees a second program or a second owner.
+            if runs > 0 or interpreter is not None:
+                raise frames.ProtocolError("a worker is prepared once, before its first job")
             interpreter = prepared.Prepared(job["prepare"], ENV | job.get("env", {}))
             frames.send_json(CTL_FD, frames.PREPARED, {"prepare_ms": round(interpreter.prepare_ms, 2)})
             continue
+        runs += 1
+        if interpreter is not None:
+            job["keep"] = False  # a prepared worker runs exactly one job, then exits
         run_job(job, reader, config, main, interrupts, interpreter)
         if not job.get("keep"):
             return

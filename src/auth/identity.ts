@@ -16,6 +16,11 @@ export function sameOwner (a: Identity, b: Identity): boolean {
   return a.tenant === b.tenant && a.user === b.user
 }
 
+/** One string per owner (tenant and user), for maps and for the worker a run claims (src/pool/worker.ts). */
+export function ownerKey (owner: Identity): string {
+  return `${owner.tenant}\u0000${owner.user ?? ''}`
+}
+
 /** LibreChat's own default `tenant_id` for single-tenant deployments (spec §2.2). */
 export const DEFAULT_TENANT = 'legacy'
 /** Owner of a file stored without a user: any user of the tenant may use it. */

@@ -1,4 +1,4 @@
-import type { Identity } from '../auth/identity.ts'
+import { ownerKey, type Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
 import type { Workspaces } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
@@ -126,6 +126,7 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
     plan,
     explicit,
     job: {
+      owner: ownerKey(request.identity),
       program: built.program,
       code: request.code,
       args: request.args,

@@ -104,6 +104,7 @@ const CANARY_TIMEOUT_MS = 60_000
 /** One canary run in `worker`, collected as /exec would. */
 async function runCanary (worker: Worker, language: 'python' | 'bash', code: string, limits: Pick<ExecutionLimits, 'maxStdoutBytes' | 'maxStderrBytes'>): Promise<CollectedRun> {
   const run = worker.start({
+    owner: 'self-test',
     program: (language === 'python' ? python : bash).program,
     code,
     args: [],

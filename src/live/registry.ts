@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { Identity } from '../auth/identity.ts'
+import { ownerKey, type Identity } from '../auth/identity.ts'
 import type { LiveSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { Run, WorkerJob } from '../pool/run.ts'
@@ -57,10 +57,11 @@ export class LiveWorker {
    * Run a job in this worker; its interpreter state (Python) and /mnt/data stay for the next one, unless
    * `last`: then the worker exits after this run (a tool-calling run lives across requests, but only once).
    */
-  start (job: Omit<WorkerJob, 'keep'>, options: { last?: boolean } = {}): Run {
+  start (job: Omit<WorkerJob, 'keep' | 'owner'>, options: { last?: boolean } = {}): Run {
     if (!this.isAlive || !this.keeps) throw new WardenError(WARDEN_ERRORS.liveNotFound, 'This worker has ended.')
     this.keeps = options.last !== true
-    const run = this.worker.start({ ...job, keep: this.keeps })
+    // the worker is this live worker's owner's for its whole life: it refuses a job of anyone else
+    const run = this.worker.start({ ...job, owner: ownerKey(this.owner), keep: this.keeps })
     this.current = run
     this.touch()
     run.done.finally(() => {
@@ -93,10 +94,6 @@ export class LiveWorker {
     if (this.endReason !== null) listener(this.endReason)
     else this.endListeners.push(listener)
   }
-}
-
-function ownerKey (owner: Identity): string {
-  return `${owner.tenant}\u0000${owner.user ?? ''}`
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { PreparedStart, Program } from './run.ts'
+import type { Preparation, PreparedStart, Program } from './run.ts'
 import type { Worker } from './worker.ts'
 import type { Flavor, PoolStats, WorkerPool, WorkerProvider } from './worker-pool.ts'
 
@@ -14,7 +14,8 @@ export interface PreparedOptions {
 }
 
 interface LanguageState {
-  program: PreparableProgram
+  /** what each of its workers was prepared with: the same for every request it serves */
+  preparation: Preparation
   idle: Worker[]
   preparing: number
   inFlight: number
@@ -35,6 +36,20 @@ const PREPARED_FLAVOR: Flavor = 'light'
 
 function isPreparable (program: Program | undefined): program is PreparableProgram {
   return program?.runner === 'steps' && program.prepare !== undefined
+}
+
+/** What a worker is prepared with for `program`: its interpreter and environment, never its code or file name. */
+function preparationOf (program: PreparableProgram): Preparation {
+  return { start: program.prepare, env: program.env ?? {} }
+}
+
+/**
+ * Workers are kept per preparation, by value: a request is given a worker prepared with exactly the
+ * preparation it would make itself, so a descriptor that lets something of a request into its
+ * preparation (as Java's file name once did) only ever shares it with requests that carry the same.
+ */
+function preparationKey (preparation: Preparation): string {
+  return JSON.stringify(preparation)
 }
 
 /**
@@ -93,7 +108,10 @@ export class PreparedWorkers implements WorkerProvider {
 
   stats (): PoolStats {
     const prepared: Record<string, number> = {}
-    for (const [key, state] of this.languages) if (state.idle.length > 0) prepared[key] = state.idle.length
+    for (const state of this.languages.values()) {
+      const key = state.preparation.start.key
+      if (state.idle.length > 0) prepared[key] = (prepared[key] ?? 0) + state.idle.length
+    }
     return { ...this.pool.stats(), prepared, preparedHits: this.hits, preparedMisses: this.misses }
   }
 
@@ -107,10 +125,11 @@ export class PreparedWorkers implements WorkerProvider {
   }
 
   private stateFor (program: PreparableProgram): LanguageState {
-    const key = program.prepare.key
+    const preparation = preparationOf(program)
+    const key = preparationKey(preparation)
     let state = this.languages.get(key)
     if (state === undefined) {
-      state = { program, idle: [], preparing: 0, inFlight: 0, peak: 0, lastRequestAt: 0, retryAt: 0, retryDelayMs: RETRY_DELAY_MS }
+      state = { preparation, idle: [], preparing: 0, inFlight: 0, peak: 0, lastRequestAt: 0, retryAt: 0, retryDelayMs: RETRY_DELAY_MS }
       this.languages.set(key, state)
     }
     return state
@@ -145,9 +164,9 @@ export class PreparedWorkers implements WorkerProvider {
     this.pool.adopt(PREPARED_FLAVOR).then(async (worker) => {
       if (worker === null) throw new Error('no warm worker to prepare')
       try {
-        const prepareMs = await worker.prepare(state.program)
+        const prepareMs = await worker.prepare(state.preparation)
         if (this.closing) throw new Error('closing')
-        this.options.log.debug({ language: state.program.prepare.key, prepareMs, totalMs: Math.round(performance.now() - started) }, 'worker prepared')
+        this.options.log.debug({ language: state.preparation.start.key, prepareMs, totalMs: Math.round(performance.now() - started) }, 'worker prepared')
         state.idle.push(worker)
         worker.exited.then(() => { state.idle = state.idle.filter((candidate) => candidate !== worker) }, () => {})
       } catch (error) {
@@ -162,16 +181,21 @@ export class PreparedWorkers implements WorkerProvider {
       state.preparing--
       if (this.closing) return
       // an interpreter that does not come up is tried again later, each time a little later
-      this.options.log.warn({ err: error, language: state.program.prepare.key, retryInMs: state.retryDelayMs }, 'preparing a worker failed')
+      this.options.log.warn({ err: error, language: state.preparation.start.key, retryInMs: state.retryDelayMs }, 'preparing a worker failed')
       state.retryAt = Date.now() + state.retryDelayMs
       setTimeout(() => this.refill(), state.retryDelayMs).unref()
       state.retryDelayMs = Math.min(MAX_RETRY_DELAY_MS, state.retryDelayMs * 2)
     })
   }
 
-  /** Once a minute: forget old peaks, let idle languages' workers go. */
+  /** Once a minute: forget old peaks, let idle languages' workers go, and forget languages idle and empty. */
   private review (): void {
     for (const state of this.languages.values()) state.peak = state.inFlight
     this.refill()
+    const now = Date.now()
+    for (const [key, state] of this.languages) {
+      const isEmpty = state.idle.length === 0 && state.preparing === 0 && state.inFlight === 0
+      if (isEmpty && now - state.lastRequestAt > this.options.idleMs) this.languages.delete(key)
+    }
   }
 }

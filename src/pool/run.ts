@@ -33,15 +33,26 @@ export interface ProgramStep { name: string, argv: string[], timeoutMs?: number,
  * {"source", "args"} from the FIFO {dir}/job; `source` handoff: the source file is a FIFO it reads the
  * program from, after `prefix` (where `{args_items}` becomes the args as comma-separated JSON strings).
  */
-export interface PreparedStart {
+export type PreparedStart = {
   /** one kind of prepared worker per key (the language) */
   key: string
   argv: string[]
-  handoff: 'job' | 'source'
   files?: Record<string, string>
   warmup?: string
   prefix?: string
-}
+} & (
+  | { handoff: 'job' }
+  /** the name of the source file the interpreter reads its program from (a FIFO): the language's, never a request's */
+  | { handoff: 'source', sourceFile: string }
+)
+
+/**
+ * What a worker is prepared with: the language's interpreter and environment, and nothing of any request
+ * (no code, no file name taken from code, no args, no owner), so a prepared worker holds nothing of anyone
+ * until its one job. prepared-workers.ts hands a prepared worker only to a request whose preparation is
+ * exactly this one.
+ */
+export interface Preparation { start: PreparedStart, env: Record<string, string> }
 
 /** A file of the source folder ({dir}) a build made, as the compile cache keeps it. */
 export interface Artifact { name: string, bytes: Buffer }
@@ -66,6 +77,11 @@ export type Program =
   | { runner: 'terminal', settings: { max_log_bytes: number, max_reply_bytes: number } }
 
 export interface WorkerJob {
+  /**
+   * Who the run is for (an opaque key: tenant and user). A worker serves one owner in its whole life:
+   * its first job claims it, and a job of anyone else is refused (worker.ts).
+   */
+  owner: string
   program: Program
   code: string
   args: string[]

@@ -3,7 +3,7 @@ import type { CgroupCounters } from '../jail/cgroup.ts'
 import type { WorkerSockets } from './channels.ts'
 import { encodeJsonMessage, FrameDecoder, FrameType, MARKER_BYTES, type Frame } from './protocol.ts'
 import { randomBytesFromPool } from './random-pool.ts'
-import { Run, type PreparedStart, type Program, type RunLink, type WorkerJob } from './run.ts'
+import { Run, type Preparation, type RunLink, type WorkerJob } from './run.ts'
 
 /** How a worker ended; `jailLost` when its whole jail (the zygote) went away. */
 export interface ExitStatus { code: number | null, signal: number | null, jailLost?: boolean }
@@ -29,6 +29,11 @@ const MAX_BETWEEN_RUNS_BYTES = 64 * 1024
  * One isolated worker process and its own three connections. It runs one job at a time; a single-use
  * worker exits after its job, a live worker (`keep`) waits for the next. Nothing it does to its sockets
  * reaches any other worker: they were made for it alone (channels.ts).
+ *
+ * One owner per process, by construction: the first job claims the worker for its `owner`, and from then
+ * on a job of anyone else is refused, whoever holds the worker (a pool, a kernel, a paused run); a job
+ * that does not keep the worker is its last, whatever comes after; and a worker is prepared
+ * (an interpreter started ahead) only before its first job, and then runs exactly one.
  */
 export class Worker {
   /** resolves when the worker reported ready (isolated, waiting for a job) */
@@ -47,6 +52,12 @@ export class Worker {
   /** the interpreter started ahead in this worker (sandbox/prepared.py), once it waits for its program */
   preparedKey: string | null = null
   private prepareWaiter: { resolve: (ms: number) => void, reject: (error: Error) => void } | null = null
+  /** whose runs this worker serves: set by its first job, never changed */
+  private owner: string | null = null
+  /** a job without `keep` started: the worker never runs another */
+  private spent = false
+  /** prepare was asked for (once in a worker's life) */
+  private preparing = false
 
   constructor (readonly id: string, private readonly sockets: WorkerSockets, private readonly slot: SlotLink, private readonly messageBytes: MessageBudget) {
     this.decoder = new FrameDecoder(messageBytes.fromWorker)
@@ -66,7 +77,13 @@ export class Worker {
   /** Start a job. One at a time: the previous run must be over, and a single-use worker runs once. */
   start (job: WorkerJob): Run {
     if (!this.isAlive) throw new Error('the worker is gone')
+    if (this.spent) throw new Error('the worker already ran its one job')
     if (this.busy || this.run !== null) throw new Error('the worker is running another job')
+    if (this.owner !== null && this.owner !== job.owner) throw new Error('the worker belongs to another owner')
+    if (this.prepareWaiter !== null) throw new Error('the worker is being prepared')
+    if (this.preparing && job.keep) throw new Error('a prepared worker runs one job')
+    this.owner = job.owner
+    this.spent = !job.keep
     this.busy = true
     const link: RunLink = {
       write: (bytes) => this.write(bytes),
@@ -93,17 +110,20 @@ export class Worker {
   }
 
   /**
-   * Start `program`'s interpreter before its job (sandbox/prepared.py): resolves with the ms the worker
-   * took once the interpreter is loaded and waits for its program. The worker stays single-use: its next
-   * job is its one run. Rejects (and kills the worker) if the interpreter does not come up.
+   * Start an interpreter before the worker's first job (sandbox/prepared.py): resolves with the ms the
+   * worker took once the interpreter is loaded and waits for its program. Only a worker that never ran
+   * a job and was never prepared can be; its next job is its one run. Rejects (and kills the worker) if
+   * the interpreter does not come up.
    */
-  async prepare (program: Extract<Program, { runner: 'steps' }> & { prepare: PreparedStart }): Promise<number> {
-    if (!this.isAlive || this.busy || this.run !== null || this.prepareWaiter !== null) throw new Error('the worker cannot be prepared now')
+  async prepare ({ start, env }: Preparation): Promise<number> {
+    if (!this.isAlive || this.busy || this.run !== null || this.owner !== null || this.preparing) throw new Error('the worker cannot be prepared now')
+    this.preparing = true
     const loaded = new Promise<number>((resolve, reject) => { this.prepareWaiter = { resolve, reject } })
     loaded.catch(() => {})
-    await this.write(encodeJsonMessage(FrameType.job, { runner: 'prepare', env: program.env ?? {}, prepare: { ...program.prepare, source_file: program.sourceFile } }))
+    const prepare = start.handoff === 'source' ? { ...start, sourceFile: undefined, source_file: start.sourceFile } : start
+    await this.write(encodeJsonMessage(FrameType.job, { runner: 'prepare', env, prepare }))
     const ms = await loaded
-    this.preparedKey = program.prepare.key
+    this.preparedKey = start.key
     return ms
   }
 

@@ -39,6 +39,7 @@ export default {
       key: 'php',
       argv: ['/usr/bin/php', '-d', 'auto_prepend_file=/tmp/.warden/prepare.php', '{source}'],
       handoff: 'source',
+      sourceFile: 'main.php',
       files: { 'prepare.php': PREPARE },
       prefix: '[{args_items}]\n',
     },

@@ -21,7 +21,7 @@ export default {
     runner: 'steps',
     sourceFile: 'main.R',
     steps: [{ name: 'run', argv: ['/usr/bin/Rscript', '{source}', '{args}'] }],
-    prepare: { key: 'r', argv: ['/usr/bin/Rscript', '{source}'], handoff: 'source', warmup: signal('L') + '\n', prefix: PREFIX },
+    prepare: { key: 'r', argv: ['/usr/bin/Rscript', '{source}'], handoff: 'source', sourceFile: 'main.R', warmup: signal('L') + '\n', prefix: PREFIX },
   },
   requires: ['/usr/bin/Rscript'],
   install: 'r-base-core',

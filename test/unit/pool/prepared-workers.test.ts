@@ -2,14 +2,14 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { pino } from 'pino'
 import { PreparedWorkers } from '../../../src/pool/prepared-workers.ts'
-import type { Program } from '../../../src/pool/run.ts'
+import type { Preparation, Program } from '../../../src/pool/run.ts'
 import type { Worker } from '../../../src/pool/worker.ts'
 import type { WorkerPool } from '../../../src/pool/worker-pool.ts'
 
 // PreparedWorkers in front of a fake warm pool: which worker an execution gets, and how many interpreters
 // are kept started per language as demand comes and goes.
 
-interface FakeWorker { id: number, isAlive: boolean, preparedKey: string | null, disposed: boolean, exited: Promise<unknown>, prepare: (program: Program) => Promise<number>, dispose: () => void }
+interface FakeWorker { id: number, isAlive: boolean, preparedKey: string | null, disposed: boolean, exited: Promise<unknown>, prepare: (preparation: Preparation) => Promise<number>, preparedWith: Preparation | null, dispose: () => void }
 
 function fakePool (options: { failPrepare?: boolean } = {}) {
   let next = 0
@@ -21,10 +21,12 @@ function fakePool (options: { failPrepare?: boolean } = {}) {
       preparedKey: null,
       disposed: false,
       exited: new Promise(() => {}),
-      prepare: async (program) => {
+      preparedWith: null,
+      prepare: async (preparation) => {
         await new Promise((resolve) => setTimeout(resolve, 5))
         if (options.failPrepare === true) throw new Error('the interpreter did not load')
-        worker.preparedKey = program.runner === 'steps' ? program.prepare?.key ?? null : null
+        worker.preparedKey = preparation.start.key
+        worker.preparedWith = preparation
         return 5
       },
       dispose: () => { worker.disposed = true; worker.isAlive = false },
@@ -46,7 +48,7 @@ function fakePool (options: { failPrepare?: boolean } = {}) {
   return { pool, made }
 }
 
-const program = (key: string): Program => ({
+const program = (key: string): Extract<Program, { runner: 'steps' }> => ({
   runner: 'steps',
   sourceFile: 'main.x',
   steps: [{ name: 'run', argv: ['x', '{source}'] }],
@@ -145,4 +147,27 @@ test('close disposes the prepared workers', async () => {
   await settle()
   await workers.close()
   assert.ok(made.every((worker) => worker.disposed))
+})
+
+test('a worker is prepared with the language\'s preparation only, and serves only requests that make exactly that one', async () => {
+  const { pool, made } = fakePool()
+  const workers = new PreparedWorkers(pool as unknown as WorkerPool, { max: 4, idleMs: 60_000, log })
+  // the first request's file name comes from its code (Java's public class): it must not reach any worker
+  workers.release(await workers.acquire(undefined, { ...program('java'), sourceFile: 'SecretOfTheFirstUser.java' }))
+  await settle()
+  const preparedOne = made.find((worker) => worker.preparedKey === 'java') as FakeWorker
+  assert.deepEqual(preparedOne.preparedWith, { start: { key: 'java', argv: ['x'], handoff: 'job' }, env: {} })
+  assert.doesNotMatch(JSON.stringify(preparedOne.preparedWith), /Secret/)
+  // another request of the language with another file name still gets it: the preparation is the language's
+  const next = await workers.acquire(undefined, { ...program('java'), sourceFile: 'Main.java' }) as unknown as FakeWorker
+  assert.equal(next, preparedOne)
+  workers.release(next as unknown as Worker)
+  await settle()
+  // a preparation that carries something of a request is never handed to a request carrying something else
+  const leaky = (secret: string): Program => ({ ...program('java'), prepare: { key: 'java', argv: ['x', secret], handoff: 'job' } })
+  workers.release(await workers.acquire(undefined, leaky('first-user')))
+  await settle()
+  const other = await workers.acquire(undefined, leaky('second-user')) as unknown as FakeWorker
+  assert.doesNotMatch(JSON.stringify(other.preparedWith), /first-user/)
+  await workers.close()
 })
