@@ -31,6 +31,14 @@ export interface KernelDeps {
   settings: JupyterSettings
   limits: ExecutionLimits
   log: Logger
+  /** the replicas' routing table (REDIS_URL): told which kernels live here; absent for one process */
+  routes?: LiveRouteBook
+}
+
+/** Where a replica says which live things it holds, so the others forward their requests here. */
+export interface LiveRouteBook {
+  add (kind: 'kernel' | 'ptc', id: string): void
+  remove (kind: 'kernel' | 'ptc', id: string): void
 }
 
 /**
@@ -252,10 +260,12 @@ export class KernelManager {
     }
     const kernel = new Kernel(owner, this.deps, (culled) => {
       this.kernels.delete(culled.id)
+      this.deps.routes?.remove('kernel', culled.id)
       this.culled++
       this.deps.log.info({ kernel: culled.id }, 'kernel culled')
     })
     this.kernels.set(kernel.id, kernel)
+    this.deps.routes?.add('kernel', kernel.id)
     this.created++
     kernel.warmUp().catch((error: Error) => this.deps.log.warn({ kernel: kernel.id, err: error }, 'kernel worker did not start'))
     return kernel
@@ -275,6 +285,7 @@ export class KernelManager {
     if (kernel === null) return false
     kernel.shutdown()
     this.kernels.delete(id)
+    this.deps.routes?.remove('kernel', id)
     return true
   }
 
@@ -283,7 +294,10 @@ export class KernelManager {
   }
 
   close (): void {
-    for (const kernel of this.kernels.values()) kernel.shutdown()
+    for (const kernel of this.kernels.values()) {
+      kernel.shutdown()
+      this.deps.routes?.remove('kernel', kernel.id)
+    }
     this.kernels.clear()
   }
 }
