@@ -128,7 +128,7 @@ export async function buildApp (config: Config, services: AppServices) {
   })
   const authenticateHeaders = await createAuthenticator(config.auth)
   const authenticate = config.cluster === null
-    ? async (request: FastifyRequest) => await authenticateHeaders(request.headers)
+    ? (request: FastifyRequest) => authenticateHeaders(request.headers)
     : async (request: FastifyRequest): Promise<Principal> => {
       const identity = forwardedIdentity(request.raw)
       return identity === null ? await authenticateHeaders(request.headers) : { method: 'forwarded', identity }
