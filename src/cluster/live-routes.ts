@@ -42,11 +42,11 @@ export class LiveRoutes {
     return this.#held.size
   }
 
-  /** This replica holds `id` now. Redis away: the next heartbeat writes it. */
-  add (kind: RoutedKind, id: string): void {
+  /** This replica holds `id` now; settles once Redis has the route. Redis away: the next heartbeat writes it. */
+  async add (kind: RoutedKind, id: string): Promise<void> {
     const key = this.key(kind, id)
     this.#held.set(key, kind)
-    if (this.isStarted) this.redis.set(key, this.value, 'PX', REPLICA_TTL_MS).catch(() => {})
+    if (this.isStarted) await this.redis.set(key, this.value, 'PX', REPLICA_TTL_MS).catch(() => {})
   }
 
   remove (kind: RoutedKind, id: string): void {

@@ -37,7 +37,8 @@ export interface KernelDeps {
 
 /** Where a replica says which live things it holds, so the others forward their requests here. */
 export interface LiveRouteBook {
-  add (kind: 'kernel' | 'ptc', id: string): void
+  /** settles once the route is written (or Redis refused it: the next heartbeat writes it again) */
+  add (kind: 'kernel' | 'ptc', id: string): Promise<void>
   remove (kind: 'kernel' | 'ptc', id: string): void
 }
 
@@ -244,6 +245,8 @@ function cellOutput (message: Record<string, unknown>): CellOutput | null {
 /** The kernels of a server: made, found by owner, and shut down; a kernel of another owner does not exist. */
 export class KernelManager {
   private readonly kernels = new Map<string, Kernel>()
+  /** replicas: the write of each new kernel's route, awaited before its id is answered (`routed`) */
+  private readonly routeWrites = new Map<string, Promise<void>>()
   private created = 0
   private culled = 0
 
@@ -265,10 +268,18 @@ export class KernelManager {
       this.deps.log.info({ kernel: culled.id }, 'kernel culled')
     })
     this.kernels.set(kernel.id, kernel)
-    this.deps.routes?.add('kernel', kernel.id)
+    const written = this.deps.routes?.add('kernel', kernel.id)
+    if (written !== undefined) this.routeWrites.set(kernel.id, written)
     this.created++
     kernel.warmUp().catch((error: Error) => this.deps.log.warn({ kernel: kernel.id, err: error }, 'kernel worker did not start'))
     return kernel
+  }
+
+  /** Settles once the other replicas can find kernel `id` (at once for one process): then its id may be told. */
+  async routed (id: string): Promise<void> {
+    const written = this.routeWrites.get(id)
+    this.routeWrites.delete(id)
+    await written
   }
 
   get (id: string, owner: Identity): Kernel | null {

@@ -39,6 +39,8 @@ export class ProgrammaticRuns {
   private readonly runs = new Set<ProgrammaticRun>()
   private readonly byToken = new Map<string, ProgrammaticRun>()
   private readonly byRequest = new Map<string, ProgrammaticRun>()
+  /** replicas: the write of each paused run's route, awaited before its token is answered */
+  private readonly routeWrites = new Map<string, Promise<void>>()
 
   constructor (private readonly deps: ProgrammaticRunsDeps) {}
 
@@ -112,7 +114,10 @@ export class ProgrammaticRuns {
     if (gone?.aborted === true) abandon()
     gone?.addEventListener('abort', abandon, { once: true })
     try {
-      return await next()
+      const answer = await next()
+      // the client may send the continuation to any replica: the route to this one is written first
+      if (answer.status === 'tool_call_required') await this.routeWrites.get(answer.token)
+      return answer
     } finally {
       gone?.removeEventListener('abort', abandon)
       if (requestId !== null && this.byRequest.get(requestId) === run) this.byRequest.delete(requestId)
@@ -127,11 +132,13 @@ export class ProgrammaticRuns {
 
   private remember (token: string, run: ProgrammaticRun): void {
     this.byToken.set(token, run)
-    this.deps.routes?.add('ptc', token)
+    const written = this.deps.routes?.add('ptc', token)
+    if (written !== undefined) this.routeWrites.set(token, written)
   }
 
   private drop (token: string): void {
     this.byToken.delete(token)
+    this.routeWrites.delete(token)
     this.deps.routes?.remove('ptc', token)
   }
 }

@@ -150,6 +150,8 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
     app.post(`${prefix}/api/kernels`, async (request, reply) => {
       const kernel = kernels.create(identityOf(request))
       deps.metrics.recordKernel('created')
+      // a client may drive the kernel through any replica next: the route to this one is written first
+      await kernels.routed(kernel.id)
       return await reply.code(201).header('location', `${prefix}/api/kernels/${kernel.id}`).send(kernelModel(kernel))
     })
     app.get(`${prefix}/api/kernels/:id`, async (request) => kernelModel(ownKernel(kernels, request)))
