@@ -24,6 +24,9 @@ import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
 import { SharedUserConcurrency } from './cluster/shared-concurrency.ts'
 import type { Redis } from 'ioredis'
+import { forwardedIdentity, verifyingRewrite } from './cluster/forwarded.ts'
+import type { Forwarder } from './cluster/forwarder.ts'
+import type { LiveRouteBook } from './live/kernels.ts'
 import type { WorkerSource } from './exec/execute.ts'
 import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
@@ -58,6 +61,10 @@ export interface AppServices {
   workspaces: Workspaces
   /** the replicas' shared Redis (REDIS_URL); absent or null for one process (the default) */
   cluster?: { redis: Redis, prefix: string } | null
+  /** sends requests for kernels and paused runs other replicas hold to them (REDIS_URL); absent for one process */
+  forwarder?: Forwarder | null
+  /** where this replica says which kernels and paused runs it holds (REDIS_URL) */
+  routes?: LiveRouteBook | null
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -85,6 +92,8 @@ export async function buildApp (config: Config, services: AppServices) {
     // one line per request (below) instead of Fastify's two, each with the whole request serialized:
     // at LOG_LEVEL=info that was a fifth of the server's CPU per execution
     disableRequestLogging: true,
+    // replicas (REDIS_URL): a forward signed with CLUSTER_SECRET is served for the identity it carries
+    ...(config.cluster !== null && { rewriteUrl: verifyingRewrite(config.cluster.secret) }),
   })
   app.decorateRequest('logFields', null)
   app.addHook('onResponse', async (request, reply) => {
@@ -117,7 +126,13 @@ export async function buildApp (config: Config, services: AppServices) {
     if (services.isDraining() || closesConnection(request)) reply.header('connection', 'close')
     else if (reply.getHeader('connection') === 'close' && drainUnreadBody(request, drainMaxBytes)) reply.removeHeader('connection')
   })
-  const authenticate = await createAuthenticator(config.auth)
+  const authenticateHeaders = await createAuthenticator(config.auth)
+  const authenticate = config.cluster === null
+    ? (request: FastifyRequest) => authenticateHeaders(request.headers)
+    : async (request: FastifyRequest): Promise<Principal> => {
+      const identity = forwardedIdentity(request.raw)
+      return identity === null ? await authenticateHeaders(request.headers) : { method: 'forwarded', identity }
+    }
   app.decorateRequest('principal', null)
   const basePath = config.jupyter.basePath ?? ''
   // the Jupyter API authenticates its own way (tokens in URLs, password logins): see api/jupyter/routes.ts
@@ -127,11 +142,12 @@ export async function buildApp (config: Config, services: AppServices) {
   const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath) || isTerminalPath(routePath(request))
   app.addHook('onRequest', async (request) => {
     if (ownAuthentication(request)) return
-    request.principal = await authenticate(request.headers)
+    request.principal = await authenticate(request)
   })
   app.addHook('onRequest', async (request) => {
     if (isPublic(routePath(request))) return
-    if (services.isDraining()) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
+    // a draining replica still serves what other replicas forward to it: the runs and kernels it holds
+    if (services.isDraining() && forwardedIdentity(request.raw) === null) throw errors.shuttingDown('Warden is shutting down; retry on another instance or in a moment.')
     if (!services.isReady()) throw errors.jailUnavailable('Warden is starting: its self-test has not passed yet; see /health.')
   })
   if (config.admission.rateLimitPerMinute > 0) {
@@ -143,7 +159,8 @@ export async function buildApp (config: Config, services: AppServices) {
       // replicas count together in their shared Redis; while it is away the per-minute count is not kept
       // (an execution still needs Redis for its concurrency count, and gets 503 cluster_unavailable)
       ...(services.cluster != null && { redis: services.cluster.redis, nameSpace: `${services.cluster.prefix}rate:`, skipOnError: true }),
-      allowList: (request) => ownAuthentication(request),
+      // a forward was counted by the replica the client reached
+      allowList: config.cluster === null ? ownAuthentication : (request) => ownAuthentication(request) || forwardedIdentity(request.raw) !== null,
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
         `More than ${context.max} requests in a minute. Retry after ${Math.ceil(context.ttl / 1000)} s.`,
@@ -182,6 +199,7 @@ export async function buildApp (config: Config, services: AppServices) {
         ended: (reason) => services.metrics.recordProgrammaticEnd(reason),
       },
       log: services.log.child({ component: 'ptc' }),
+      ...(services.routes != null && { routes: services.routes }),
     })
   if (programmatic !== null) {
     services.metrics.watchProgrammatic(() => programmatic.stats())
@@ -196,11 +214,11 @@ export async function buildApp (config: Config, services: AppServices) {
     await app.register(terminalRoutes, { prefix: terminalPath, terminals, settings: config.terminal, auth: config.auth, limits: config.limits, maxUploadBytes: config.storage.maxUploadBytes })
   }
   if (services.kernels !== null) {
-    await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })
+    await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath, forwarder: services.forwarder ?? null })
   }
   for (const prefix of PREFIXES) {
     await app.register(execRoutes, { prefix, ...exec })
-    if (programmatic !== null) await app.register(programmaticRoutes, { prefix, ...exec, runs: programmatic })
+    if (programmatic !== null) await app.register(programmaticRoutes, { prefix, ...exec, runs: programmatic, forwarder: services.forwarder ?? null })
     await app.register(uploadRoutes, { prefix, store: services.store, maxUploadBytes: config.storage.maxUploadBytes, metrics: services.metrics })
     await app.register(fileRoutes, { prefix, store: services.store, metrics: services.metrics })
     await app.register(healthRoutes, { prefix, state: services.state, isReady: services.isReady, isDraining: services.isDraining })

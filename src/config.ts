@@ -207,6 +207,9 @@ const s3 = slice({
 const cluster = slice({
   redisUrl: ['REDIS_URL', z.url({ protocol: /^rediss?$/ }).optional()],
   redisPrefix: ['REDIS_PREFIX', z.string().regex(/^[A-Za-z0-9._:-]*$/, 'expected letters, digits and . _ : -').default('warden:')],
+  // signs the requests one replica forwards to another for a live thing it holds (a kernel, a paused run)
+  secret: ['CLUSTER_SECRET', z.string().min(32, 'expected at least 32 characters (openssl rand -hex 32)').optional()],
+  advertiseUrl: ['CLUSTER_ADVERTISE_URL', z.url({ protocol: /^https?$/ }).optional()],
 })
 
 const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, terminal, programmatic, sessions, admission, storage, s3, cluster, compile] as const
@@ -322,7 +325,10 @@ function readCluster (e: Record<string, unknown>, backend: 'local' | 's3') {
   if (backend !== 's3') {
     throw new ConfigError('invalid configuration:\n  STORAGE: replicas sharing REDIS_URL must share their files too: set STORAGE=s3 (a local disk is one replica\'s)')
   }
-  return { redisUrl: settings.redisUrl, prefix: settings.redisPrefix }
+  if (settings.secret === undefined) {
+    throw new ConfigError('invalid configuration:\n  CLUSTER_SECRET: replicas sharing REDIS_URL forward requests to each other signed with it: set the same secret of at least 32 characters on every replica')
+  }
+  return { redisUrl: settings.redisUrl, prefix: settings.redisPrefix, secret: settings.secret, advertiseUrl: settings.advertiseUrl ?? null }
 }
 
 function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {

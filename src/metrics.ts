@@ -34,6 +34,8 @@ export class Metrics {
   private cluster: (() => { replicasAlive: number, redisReachable: boolean }) | null = null
 
   private readonly liveEvents: Counter<'kind' | 'event'>
+  private readonly forwards: Counter<'kind'>
+  private readonly routingMisses: Counter<'kind'>
   private readonly kernelEvents: Counter<'event'>
   private readonly cells: Histogram<'outcome'>
   /** registered once the API made its compile cache */
@@ -80,6 +82,8 @@ export class Metrics {
     this.ptcToolCalls = new Counter({ name: 'warden_ptc_tool_calls_total', help: 'Tool calls asked of clients by programmatic runs', registers })
     programmaticRunsGauge(registers, () => this.programmatic?.() ?? { running: 0, paused: 0 })
     clusterGauges(registers, () => this.cluster?.() ?? null)
+    this.forwards = new Counter({ name: 'warden_cluster_forwarded_total', help: 'Requests for a live thing (kernel, paused run) sent on to the replica that holds it', labelNames: ['kind'], registers })
+    this.routingMisses = new Counter({ name: 'warden_cluster_routing_misses_total', help: 'Requests for a live thing no replica holds (never held, ended, or its replica is gone)', labelNames: ['kind'], registers })
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -112,6 +116,14 @@ export class Metrics {
 
   recordLive (event: string, kind: string): void {
     this.liveEvents.inc({ kind, event })
+  }
+
+  recordForward (kind: string): void {
+    this.forwards.inc({ kind })
+  }
+
+  recordRoutingMiss (kind: string): void {
+    this.routingMisses.inc({ kind })
   }
 
   watchCluster (view: () => { replicasAlive: number, redisReachable: boolean }): void {

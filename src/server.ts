@@ -37,6 +37,8 @@ async function main (): Promise<void> {
     kernels: services.kernels,
     workspaces: services.workspaces,
     cluster: services.cluster,
+    forwarder: services.forwarder,
+    routes: services.routes,
     state: services.state,
     languages: services.languages,
     metrics: services.metrics,
@@ -51,7 +53,15 @@ async function main (): Promise<void> {
     if (draining) return
     draining = true
     log.info({ signal, deadlineMs: config.shutdownTimeoutMs }, 'shutting down')
+    const deadlineAt = Date.now() + config.shutdownTimeoutMs
     const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), config.shutdownTimeoutMs).unref())
+    if (services.cluster !== null) {
+      // a replica drains before it stops: readiness is false and new work goes elsewhere, while its
+      // paused runs are still continued through the other replicas (forwards are served while draining);
+      // then its routes go and it leaves the replicas' view
+      if (!await drained(services, deadlineAt)) log.warn('paused runs still held at the drain deadline are stopped')
+      await services.leaveCluster()
+    }
     if (await Promise.race([app.close().then(() => 'closed' as const), deadline]) === 'deadline') {
       log.warn('executions still running at the shutdown deadline are stopped')
     }
@@ -65,6 +75,7 @@ async function main (): Promise<void> {
 
   await services.pool.ready()
   const address = await app.listen({ host: config.host, port: config.port })
+  services.advertise(address)
   const selfTest = await services.selfTest(Number(new URL(address).port))
   if (!selfTest.passed) {
     const failed = selfTest.checks.filter((check) => !check.ok).map((check) => `${check.name}: ${check.detail}`)
@@ -74,6 +85,17 @@ async function main (): Promise<void> {
     throw new StartupError(`the self-test failed in a real jail (${services.driver.name}), so no code will run here:\n  ${failed.join('\n  ')}`)
   }
   log.info({ address, jail: services.driver.name, selfTestMs: selfTest.durationMs }, 'Warden is ready')
+}
+
+const DRAIN_POLL_MS = 100
+
+/** Wait until this replica holds no paused tool-calling run; false when `deadlineAt` came first. */
+async function drained (services: { live: { stats: () => { byKind: Record<string, number> } } | null }, deadlineAt: number): Promise<boolean> {
+  while ((services.live?.stats().byKind.ptc ?? 0) > 0) {
+    if (Date.now() >= deadlineAt) return false
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS))
+  }
+  return true
 }
 
 main().catch((error: unknown) => {

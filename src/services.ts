@@ -27,6 +27,9 @@ import type { Redis } from 'ioredis'
 import { connectRedis } from './cluster/redis.ts'
 import { SharedWorkspaceStore } from './cluster/shared-workspaces.ts'
 import { ReplicaRegistry, type ClusterView } from './cluster/replicas.ts'
+import { LiveRoutes } from './cluster/live-routes.ts'
+import { Forwarder, type ForwardStats } from './cluster/forwarder.ts'
+import { advertisedUrl } from './cluster/advertise.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 /** a language's prepared workers go after this long without a request for it */
@@ -42,7 +45,7 @@ export interface ServiceState {
   pool: PoolStats
   live: LiveStats | null
   /** the replicas as this one sees them (REDIS_URL); absent or null for one process */
-  cluster?: ClusterView | null
+  cluster?: (ClusterView & ForwardStats & { liveRoutes: number }) | null
   languages: LanguageAvailability
   selfTest: SelfTestReport | null
   warnings: string[]
@@ -55,6 +58,14 @@ export interface Services {
   workspaces: Workspaces
   /** the replicas' shared Redis (REDIS_URL); null for one process (the default) */
   cluster: { redis: Redis, prefix: string } | null
+  /** the routing table of the kernels and paused runs this replica holds (REDIS_URL); null for one process */
+  routes: LiveRoutes | null
+  /** sends requests for live things other replicas hold to them (REDIS_URL); null for one process */
+  forwarder: Forwarder | null
+  /** the server listens at `address`: advertise it (or CLUSTER_ADVERTISE_URL) to the other replicas */
+  advertise: (address: string) => void
+  /** draining is over: remove this replica's routes and leave the replicas' view */
+  leaveCluster: () => Promise<void>
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
@@ -85,6 +96,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const workspaces = cluster === null ? await WorkspaceStore.open(config.dataDir) : new SharedWorkspaceStore(cluster.redis, cluster.prefix)
   const replicas = cluster === null ? null : new ReplicaRegistry(cluster.redis, cluster.prefix)
   await replicas?.join()
+  const routes = cluster === null || replicas === null ? null : new LiveRoutes(cluster.redis, cluster.prefix, replicas.replicaId)
   const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
@@ -136,9 +148,13 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
   const live = warm === null
     ? null
     : new LiveWorkers({ spawn: async (flavor) => await warm.adopt(flavor) ?? await warm.spawn(flavor) }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
-  const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
+  const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }), ...(routes !== null && { routes }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
   if (replicas !== null) metrics.watchCluster(() => replicas.view())
+  const counted = metrics
+  const forwarder = routes === null || config.cluster === null
+    ? null
+    : new Forwarder(routes, config.cluster.secret, { forwarded: (kind) => counted.recordForward(kind), missed: (kind) => counted.recordRoutingMiss(kind) }, log.child({ component: 'cluster' }))
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
@@ -146,11 +162,21 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
 
   const stdlib = config.pool.lightZygote ? loadStdlibModules(config.jail.pythonPath) : new Set<string>()
   if (config.pool.lightZygote && stdlib.size === 0) log.warn({ python: config.jail.pythonPath }, 'the standard library\'s module names are unknown: Python runs on data workers only')
+  const clusterState = () => replicas === null || routes === null || forwarder === null
+    ? null
+    : { ...replicas.view(), ...forwarder.stats(), liveRoutes: routes.held }
   return {
     store,
     flavorOf: (program, code) => chooseFlavor(program, code, stdlib),
     workspaces,
     cluster,
+    routes,
+    forwarder,
+    advertise: (address) => { routes?.start(config.cluster?.advertiseUrl ?? advertisedUrl(address)) },
+    leaveCluster: async () => {
+      await routes?.clear()
+      await replicas?.leave()
+    },
     pool,
     live,
     kernels,
@@ -164,7 +190,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       return selfTest
     },
     languages,
-    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings, cluster: replicas?.view() ?? null }),
+    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings, cluster: clusterState() }),
     close: async () => {
       await sweeper.stop()
       await workspaceSweeper.stop()
@@ -174,6 +200,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       await Promise.all(zygotes.map(async (set) => await set.close()))
       await cgroups?.close()
       await runtime.remove()
+      await routes?.clear()
       await replicas?.leave()
       cluster?.redis.disconnect()
     },

@@ -45,6 +45,9 @@ export const HealthReportSchema = z.object({
     replica_id: z.string(),
     replicas_alive: z.number().describe('replicas whose heartbeat reached the shared Redis in the last 3 s, this one included'),
     redis_reachable: z.boolean(),
+    forwarded: z.number().describe('requests for a live thing sent on to the replica that holds it'),
+    routing_misses: z.number().describe('requests for a live thing no replica holds (ended, or its replica gone)'),
+    live_routes: z.number().describe('kernels and paused runs this replica holds, advertised in Redis'),
   }).nullable().describe('null for one process (no REDIS_URL)'),
   warnings: z.array(z.string()),
 })
@@ -90,7 +93,14 @@ export function toHealthReport (state: ServiceState): HealthReport {
     self_test: selfTest,
     cluster: state.cluster === null || state.cluster === undefined
       ? null
-      : { replica_id: state.cluster.replicaId, replicas_alive: state.cluster.replicasAlive, redis_reachable: state.cluster.redisReachable },
+      : {
+          replica_id: state.cluster.replicaId,
+          replicas_alive: state.cluster.replicasAlive,
+          redis_reachable: state.cluster.redisReachable,
+          forwarded: state.cluster.forwarded,
+          routing_misses: state.cluster.routingMisses,
+          live_routes: state.cluster.liveRoutes,
+        },
     warnings,
   }
 }

@@ -1,5 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { forwardedIdentity } from '../cluster/forwarded.ts'
+import type { Forwarder } from '../cluster/forwarder.ts'
 import { errors } from '../errors.ts'
 import { execute } from '../exec/execute.ts'
 import { formatBudget, JOB_BUDGET_BYTES, jobBytes } from '../exec/job-budget.ts'
@@ -16,6 +18,8 @@ import {
 
 export interface ProgrammaticRouteDeps extends ExecRouteDeps {
   runs: ProgrammaticRuns
+  /** replicas (REDIS_URL): a run paused on another replica is continued there; null for one process */
+  forwarder: Forwarder | null
 }
 
 /** The header LibreChat's client sends with each request it may cancel (spec §3.3). */
@@ -32,6 +36,16 @@ const PROGRAMMATIC_LANGUAGES: Record<string, ProgrammaticLanguage> = { py: 'pyth
  */
 export const programmaticRoutes: FastifyPluginAsync<ProgrammaticRouteDeps> = async (app, deps) => {
   const typed = app.withTypeProvider<ZodTypeProvider>()
+  const forwarder = deps.forwarder
+  if (forwarder !== null) {
+    // a continuation whose run is paused on another replica goes there; a forward is never sent on again
+    app.addHook('preHandler', async (request, reply) => {
+      const body = request.body as { continuation_token?: unknown, user_id?: unknown } | undefined
+      const token = body?.continuation_token
+      if (typeof token !== 'string' || deps.runs.holds(token) || forwardedIdentity(request.raw) !== null) return
+      if (await forwarder.forward('ptc', token, request, reply, requestIdentity(request, body?.user_id), body)) return reply
+    })
+  }
   typed.post('/exec/programmatic', {
     schema: {
       summary: 'Run code that calls the agent\'s tools, one round of tool calls per request',

@@ -5,9 +5,12 @@ import { createApiKeyCheck } from './api-key.ts'
 import type { Identity } from './identity.ts'
 import { createJwtVerifier, TokenError } from './librechat-jwt.ts'
 
-/** How a request proved itself; `identity` is set when the credential itself names the user (a JWT). */
+/**
+ * How a request proved itself; `identity` is set when the credential itself names the user (a JWT), or
+ * when another replica forwarded the request for the identity it authenticated (`forwarded`).
+ */
 export interface Principal {
-  method: AuthMethod
+  method: AuthMethod | 'forwarded'
   identity: Identity | null
 }
 

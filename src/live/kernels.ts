@@ -31,6 +31,15 @@ export interface KernelDeps {
   settings: JupyterSettings
   limits: ExecutionLimits
   log: Logger
+  /** the replicas' routing table (REDIS_URL): told which kernels live here; absent for one process */
+  routes?: LiveRouteBook
+}
+
+/** Where a replica says which live things it holds, so the others forward their requests here. */
+export interface LiveRouteBook {
+  /** settles once the route is written (or Redis refused it: the next heartbeat writes it again) */
+  add (kind: 'kernel' | 'ptc', id: string): Promise<void>
+  remove (kind: 'kernel' | 'ptc', id: string): void
 }
 
 /**
@@ -236,6 +245,8 @@ function cellOutput (message: Record<string, unknown>): CellOutput | null {
 /** The kernels of a server: made, found by owner, and shut down; a kernel of another owner does not exist. */
 export class KernelManager {
   private readonly kernels = new Map<string, Kernel>()
+  /** replicas: the write of each new kernel's route, awaited before its id is answered (`routed`) */
+  private readonly routeWrites = new Map<string, Promise<void>>()
   private created = 0
   private culled = 0
 
@@ -252,13 +263,23 @@ export class KernelManager {
     }
     const kernel = new Kernel(owner, this.deps, (culled) => {
       this.kernels.delete(culled.id)
+      this.deps.routes?.remove('kernel', culled.id)
       this.culled++
       this.deps.log.info({ kernel: culled.id }, 'kernel culled')
     })
     this.kernels.set(kernel.id, kernel)
+    const written = this.deps.routes?.add('kernel', kernel.id)
+    if (written !== undefined) this.routeWrites.set(kernel.id, written)
     this.created++
     kernel.warmUp().catch((error: Error) => this.deps.log.warn({ kernel: kernel.id, err: error }, 'kernel worker did not start'))
     return kernel
+  }
+
+  /** Settles once the other replicas can find kernel `id` (at once for one process): then its id may be told. */
+  async routed (id: string): Promise<void> {
+    const written = this.routeWrites.get(id)
+    this.routeWrites.delete(id)
+    await written
   }
 
   get (id: string, owner: Identity): Kernel | null {
@@ -275,6 +296,7 @@ export class KernelManager {
     if (kernel === null) return false
     kernel.shutdown()
     this.kernels.delete(id)
+    this.deps.routes?.remove('kernel', id)
     return true
   }
 
@@ -283,7 +305,10 @@ export class KernelManager {
   }
 
   close (): void {
-    for (const kernel of this.kernels.values()) kernel.shutdown()
+    for (const kernel of this.kernels.values()) {
+      kernel.shutdown()
+      this.deps.routes?.remove('kernel', kernel.id)
+    }
     this.kernels.clear()
   }
 }

@@ -4,6 +4,7 @@ import type { ProgrammaticToolSettings } from '../config.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { ExecDeps, ExecutionRequest } from '../exec/execute.ts'
 import type { LiveWorkers } from '../live/registry.ts'
+import type { LiveRouteBook } from '../live/kernels.ts'
 import type { ToolStub } from '../pool/run.ts'
 import { ProgrammaticRun, type RoundAnswer, type RunEndReason, type ToolResult } from './programmatic-run.ts'
 
@@ -24,6 +25,8 @@ export interface ProgrammaticRunsDeps {
   settings: ProgrammaticToolSettings
   observer: ProgrammaticObserver
   log: Logger
+  /** the replicas' routing table (REDIS_URL): told which continuation tokens are paused here */
+  routes?: LiveRouteBook
 }
 
 /**
@@ -36,6 +39,8 @@ export class ProgrammaticRuns {
   private readonly runs = new Set<ProgrammaticRun>()
   private readonly byToken = new Map<string, ProgrammaticRun>()
   private readonly byRequest = new Map<string, ProgrammaticRun>()
+  /** replicas: the write of each paused run's route, awaited before its token is answered */
+  private readonly routeWrites = new Map<string, Promise<void>>()
 
   constructor (private readonly deps: ProgrammaticRunsDeps) {}
 
@@ -45,7 +50,7 @@ export class ProgrammaticRuns {
     const caps = { max: settings.maxPausedRuns, maxPerUser: settings.maxPausedRunsPerUser }
     const run = await ProgrammaticRun.start(request, tools, async (program) => await live.create(request.identity, 'ptc', caps, { flavor: this.deps.exec.flavorOf?.(program, request.code) }), this.deps.exec, settings, {
       paused: (paused, calls) => {
-        if (paused.token !== null) this.byToken.set(paused.token, paused)
+        if (paused.token !== null) this.remember(paused.token, paused)
         this.deps.observer.round(calls)
       },
       resumed: () => {},
@@ -71,8 +76,13 @@ export class ProgrammaticRuns {
     }
     const problem = run.checkResults(results)
     if (problem !== null) throw new WardenError(WARDEN_ERRORS.invalidToolResults, problem)
-    this.byToken.delete(token)
+    this.drop(token)
     return await this.answer(run, round, async () => await run.resume(results))
+  }
+
+  /** Whether a run is paused here under `token` (whoever owns it): else another replica may hold it. */
+  holds (token: string): boolean {
+    return this.byToken.has(token)
   }
 
   /** Cancel the run whose request in flight carries `requestId` (the client's abort); false if there is none. */
@@ -104,7 +114,10 @@ export class ProgrammaticRuns {
     if (gone?.aborted === true) abandon()
     gone?.addEventListener('abort', abandon, { once: true })
     try {
-      return await next()
+      const answer = await next()
+      // the client may send the continuation to any replica: the route to this one is written first
+      if (answer.status === 'tool_call_required') await this.routeWrites.get(answer.token)
+      return answer
     } finally {
       gone?.removeEventListener('abort', abandon)
       if (requestId !== null && this.byRequest.get(requestId) === run) this.byRequest.delete(requestId)
@@ -113,7 +126,19 @@ export class ProgrammaticRuns {
 
   private forget (run: ProgrammaticRun): void {
     this.runs.delete(run)
-    for (const [token, other] of this.byToken) if (other === run) this.byToken.delete(token)
+    for (const [token, other] of this.byToken) if (other === run) this.drop(token)
     for (const [id, other] of this.byRequest) if (other === run) this.byRequest.delete(id)
+  }
+
+  private remember (token: string, run: ProgrammaticRun): void {
+    this.byToken.set(token, run)
+    const written = this.deps.routes?.add('ptc', token)
+    if (written !== undefined) this.routeWrites.set(token, written)
+  }
+
+  private drop (token: string): void {
+    this.byToken.delete(token)
+    this.routeWrites.delete(token)
+    this.deps.routes?.remove('ptc', token)
   }
 }

@@ -24,7 +24,7 @@ for (const driver of availableDrivers()) {
     before(async () => {
       redis = await startRedis(suite as unknown as { after (fn: () => Promise<void>): void })
       s3 = await startS3(suite as unknown as { after (fn: () => Promise<void>): void })
-      const env = { ...s3Env(s3), REDIS_URL: redis.url, REDIS_PREFIX: `t${Date.now()}:`, MAX_CONCURRENT_PER_USER: '1', POOL_MIN: '1', POOL_MAX: '2' }
+      const env = { ...s3Env(s3), REDIS_URL: redis.url, CLUSTER_SECRET: 'replicas-test-secret-'.padEnd(40, 'x'), REDIS_PREFIX: `t${Date.now()}:`, MAX_CONCURRENT_PER_USER: '1', POOL_MIN: '1', POOL_MAX: '2' }
       const apiKey = `replicas-${Math.random().toString(36).slice(2)}`
       ;[a, b] = await Promise.all([startServer(suite, { driver, env, apiKey }), startServer(suite, { driver, env, apiKey })])
     })

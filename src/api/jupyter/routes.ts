@@ -5,6 +5,8 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Identity } from '../../auth/identity.ts'
 import { JupyterAuth, newXsrfToken, type JupyterCredentials } from '../../auth/jupyter-auth.ts'
 import { errors } from '../../errors.ts'
+import { forwardedIdentity } from '../../cluster/forwarded.ts'
+import type { Forwarder } from '../../cluster/forwarder.ts'
 import type { Kernel, KernelManager } from '../../live/kernels.ts'
 import type { Metrics } from '../../metrics.ts'
 import { openChannels } from './channels.ts'
@@ -16,6 +18,8 @@ export interface JupyterRouteDeps {
   metrics: Metrics
   /** where the API lives besides the root, e.g. /jupyter (Open WebUI ≥ 0.6.8 can use a prefix) */
   basePath: string
+  /** replicas (REDIS_URL): a kernel another replica holds is driven there; null for one process */
+  forwarder: Forwarder | null
 }
 
 declare module 'fastify' {
@@ -105,10 +109,29 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
   app.decorateRequest('jupyterIdentity', null)
   app.addHook('onRequest', async (request) => {
     if (request.url.split('?')[0]?.endsWith('/login') === true) return
+    const forwarded = deps.forwarder === null ? null : forwardedIdentity(request.raw)
+    if (forwarded !== null) {
+      // another replica authenticated the caller and signed its identity (cluster/forwarded.ts)
+      request.jupyterIdentity = forwarded
+      return
+    }
     const result = auth.authenticate(credentialsOf(request))
     if (!result.ok) throw errors.unauthorized(result.reason)
     request.jupyterIdentity = result.identity
   })
+
+  const forwarder = deps.forwarder
+  if (forwarder !== null) {
+    // a kernel this replica does not hold for the caller may live on another: its REST calls and its
+    // channels' WebSocket go there; a forward is served here, never sent on again
+    app.addHook('preValidation', async (request, reply) => {
+      const id = (request.params as { id?: unknown } | undefined)?.id
+      if (typeof id !== 'string' || forwardedIdentity(request.raw) !== null) return
+      const identity = identityOf(request)
+      if (kernels.get(id, identity) !== null) return
+      if (await forwarder.forward('kernel', id, request, reply, identity, request.body)) return reply
+    })
+  }
 
   for (const prefix of deps.basePath === '' ? [''] : ['', deps.basePath]) {
     app.get(`${prefix}/api`, async () => ({ version: '2.14.0' }))
@@ -127,6 +150,8 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
     app.post(`${prefix}/api/kernels`, async (request, reply) => {
       const kernel = kernels.create(identityOf(request))
       deps.metrics.recordKernel('created')
+      // a client may drive the kernel through any replica next: the route to this one is written first
+      await kernels.routed(kernel.id)
       return await reply.code(201).header('location', `${prefix}/api/kernels/${kernel.id}`).send(kernelModel(kernel))
     })
     app.get(`${prefix}/api/kernels/:id`, async (request) => kernelModel(ownKernel(kernels, request)))
