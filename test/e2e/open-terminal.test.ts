@@ -113,8 +113,8 @@ for (const driver of availableDrivers()) {
       const ids: string[] = []
       for (let index = 0; index < 140; index++) ids.push((await run('true', user, { wait: 5 })).id as string)
       const status = async (id: string) => await call('get_process_status', { process_id: id, wait: 0 }, user)
-      assert.equal((await status(ids[0])).status, 404, 'the oldest finished command is forgotten')
-      assert.equal((await status(ids[ids.length - 1])).status, 200, 'the newest answers')
+      assert.equal((await status(ids[0] ?? '')).status, 404, 'the oldest finished command is forgotten')
+      assert.equal((await status(ids.at(-1) ?? '')).status, 200, 'the newest answers')
       const still = await status(long.id)
       assert.equal(still.status, 200, still.text)
       assert.equal(still.body.status, 'running')
