@@ -81,11 +81,12 @@ const WORKSPACE_ATTACKS: Array<(r: number) => string> = [
 type Kind = 'exec' | 'kernel' | 'ptc' | 'workspace' | 'terminal'
 const ATTACKER_KINDS: Kind[] = ['exec', 'exec', 'kernel', 'kernel', 'ptc', 'ptc', 'workspace', 'workspace', 'terminal']
 
+/** A seeded generator; its answers are the high 15 bits of an LCG, whose low bits repeat with short periods (the lowest alternates). */
 function random (seed: number): () => number {
   let state = seed
   return () => {
     state = (state * 1103515245 + 12345) % 2 ** 31
-    return state
+    return state >>> 16
   }
 }
 
@@ -269,7 +270,15 @@ for (const driver of availableDrivers()) {
           statuses.push(answer.status)
           return
         }
-        const pane = await PaneClient.open(asTerminalUser('attacker-terminal'))
+        // the terminal's jail may still be full of the last bomb: a refusal (429) is an answer, not a failure
+        const pane = await PaneClient.open(asTerminalUser('attacker-terminal')).catch((error: unknown) => {
+          const refused = /POST \/api\/terminals answered (\d+)/.exec(String(error))
+          if (refused === null) throw error
+          statuses.push(Number(refused[1]))
+          return null
+        })
+        if (pane === null) return
+        statuses.push(200)
         pane.type(action === 'bomb' ? 'bomb(){ bomb|bomb& };bomb\n' : 'yes flood-flood-flood\n')
         if (action === 'flood') (pane.socket as unknown as { _socket: { pause: () => void } })._socket.pause()
         await sleep(holdMs)
@@ -350,37 +359,42 @@ for (const driver of availableDrivers()) {
       const start = await health(server)
       const attackerStatuses = new Map<string, number>()
       const attackerKinds = new Map<Kind, number>()
+      const clientErrors: string[] = []
       for (let round = 0; round < ROUNDS; round++) {
         const kinds = Array.from({ length: 1 + (next() % 2) }, () => ATTACKER_KINDS[next() % ATTACKER_KINDS.length]!)
-        const statuses: Statuses = []
-        const attackers: Array<{ describe: string, run: () => Promise<void> }> = []
+        const attackers: Array<{ kind: Kind, statuses: Statuses, describe: string, run: () => Promise<void> }> = []
         for (const kind of kinds) {
-          attackers.push(await ATTACKERS[kind](next, statuses))
+          const statuses: Statuses = []
+          attackers.push({ kind, statuses, ...await ATTACKERS[kind](next, statuses) })
           attackerKinds.set(kind, (attackerKinds.get(kind) ?? 0) + 1)
         }
         const names = Object.keys(victims)
         const tokens = names.map((_, index) => `victim-${round}-${index}-${next().toString(36)}`)
         const [problems] = await Promise.all([
           Promise.all(names.map(async (name, index) => await victims[name]!(tokens[index]!, round).catch((error: unknown) => `threw ${String(error)}`))),
-          ...attackers.map(async (attacker) => await attacker.run().catch((error: unknown) => { statuses.push(-1); return String(error) })),
+          ...attackers.map(async (attacker) => await attacker.run().catch((error: unknown) => {
+            attacker.statuses.push(-1)
+            clientErrors.push(`round ${round}, ${attacker.describe.slice(0, 80)}: ${String(error).slice(0, 200)}`)
+          })),
         ])
-        for (const status of statuses) attackerStatuses.set(`${kinds.join('+')} ${status}`, (attackerStatuses.get(`${kinds.join('+')} ${status}`) ?? 0) + 1)
+        for (const { kind, statuses } of attackers) {
+          for (const status of statuses) attackerStatuses.set(`${kind} ${status}`, (attackerStatuses.get(`${kind} ${status}`) ?? 0) + 1)
+        }
         names.forEach((name, index) => {
           assert.equal(problems[index], null, `round ${round} (seed ${SEED}), victim ${name}: ${problems[index]}; beside: ${attackers.map((attacker) => attacker.describe).join(' | ').slice(0, 600)}`)
         })
         assert.equal(server.process.exitCode, null, 'the server exited')
       }
-      t.diagnostic(`attacker rounds by kind ${JSON.stringify([...attackerKinds])}; their answers by kinds and status ${JSON.stringify([...attackerStatuses].sort())}`)
+      t.diagnostic(`attacker rounds by kind ${JSON.stringify([...attackerKinds])}; their answers by kinds and status ${JSON.stringify([...attackerStatuses].sort())}; their own requests failed ${clientErrors.length} times: ${JSON.stringify(clientErrors.slice(0, 5))}`)
       assert.deepEqual([...attackerStatuses].filter(([key]) => Number(key.split(' ').at(-1)) >= 500), [], `attackers got ${JSON.stringify([...attackerStatuses])}`)
       // with 200 rounds every kind attacks, and each got in at least once; fewer rounds (CHAOS_ROUNDS=10) may leave one out
       if (ROUNDS >= 100) {
         for (const kind of new Set(ATTACKER_KINDS)) {
           assert.ok(attackerKinds.has(kind), `no ${kind} attacker ever ran`)
-          assert.ok([...attackerStatuses].some(([key]) => key.startsWith(kind) && !key.includes('+') && /^2/.test(key.split(' ').at(-1) ?? '')), `no ${kind} attacker alone was ever let in: ${JSON.stringify([...attackerStatuses])}`)
+          assert.ok([...attackerStatuses].some(([key]) => key.startsWith(`${kind} 2`)), `no ${kind} attacker was ever let in: ${JSON.stringify([...attackerStatuses])}`)
         }
       }
-      const clientErrors = [...attackerStatuses].filter(([key]) => key.endsWith(' -1'))
-      assert.ok(clientErrors.length < ROUNDS, `attackers' own requests failed in most rounds: ${JSON.stringify(clientErrors)}`)
+      assert.ok(clientErrors.length < ROUNDS / 4, `attackers' own requests failed in many rounds: ${JSON.stringify(clientErrors.slice(0, 10))}`)
 
       // every workspace used answers another call: no lock is held by a call that ended
       for (const hint of ['attacker-ws-0', 'attacker-ws-1', 'attacker-ws-2', `victim-ws-${driver}`]) {
