@@ -183,7 +183,11 @@ class Terminal:
             self.reply(request, error={"status": 400, "detail": f"bad request: {error}"})
             return
         except OSError as error:
-            self.reply(request, error={"status": 400, "detail": os.strerror(error.errno or errno.EIO)})
+            limited = terminal_files.limit_error(error)
+            if limited is not None:
+                self.reply(request, error={"status": limited.status, "detail": limited.detail})
+            else:
+                self.reply(request, error={"status": 400, "detail": os.strerror(error.errno or errno.EIO)})
             return
         if result is not None:
             self.reply(request, ok=result)

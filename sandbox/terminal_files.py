@@ -43,8 +43,20 @@ def resolve(path: object, cwd: str) -> str:
     return os.path.normpath(os.path.join(cwd or HOME, text))
 
 
+def limit_error(error: OSError) -> FileOpError | None:
+    """A failure of the terminal's limits, not of the request: fork() and openpty() fail with EAGAIN at the
+    jail's pids.max and ENOMEM at its memory limit (a fork bomb in a pane made every later command and pane a
+    400 "Resource temporarily unavailable" before this)."""
+    if error.errno in (errno.EAGAIN, errno.ENOMEM):
+        return FileOpError(429, f"The terminal is at its limit of processes or memory ({os.strerror(error.errno)}); end some of its processes and try again.")
+    return None
+
+
 def os_error(error: OSError, path: str) -> FileOpError:
     """Open Terminal's statuses for the usual failures, with a message that names the path."""
+    limited = limit_error(error)
+    if limited is not None:
+        return limited
     if isinstance(error, FileNotFoundError):
         return FileOpError(404, f"Not found: {path}")
     if isinstance(error, PermissionError):

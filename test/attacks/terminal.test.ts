@@ -133,6 +133,32 @@ for (const driver of availableDrivers()) {
       pane.close()
     })
 
+    it('a terminal whose processes fill pids.max answers a new command or pane with a 429 that says so, not a 400 of an errno', async () => {
+      // found by the chaos test: fork() failing with EAGAIN under the bomb came back as 400 invalid_request
+      // "Resource temporarily unavailable", as if the request were wrong
+      const pane = await PaneClient.open(as('pid-filler'))
+      pane.type('echo armed; bomb(){ bomb|bomb& }; bomb\n')
+      await pane.until(/\narmed/)
+      await sleep(1000)
+      const answers: Array<{ status: number, body: Json }> = []
+      for (let attempt = 0; attempt < 30 && !answers.some((answer) => answer.status === 429); attempt++) {
+        const answer = await command('pid-filler', 'echo squeezed-in', { wait: 2 })
+        answers.push({ status: answer.status, body: answer.body })
+        const opened = await fetch(`${base}/api/terminals`, { method: 'POST', headers: { authorization: `Bearer ${server.apiKey}`, 'x-user-id': 'pid-filler' } })
+        answers.push({ status: opened.status, body: await opened.json() as Json })
+        await sleep(100)
+      }
+      pane.close()
+      const refused = answers.filter((answer) => answer.status !== 200)
+      assert.ok(refused.length > 0, `nothing was ever refused under the bomb: ${JSON.stringify(answers).slice(0, 500)}`)
+      for (const answer of refused) {
+        assert.equal(answer.status, 429, JSON.stringify(answer.body))
+        assert.equal(answer.body.error, 'rate_limited')
+        assert.match(answer.body.message, /limit of processes/)
+      }
+      await assertNeighbourWorks()
+    })
+
     it('a command that floods its own output is capped (the log keeps its newer part) and killed at its timeout', async () => {
       const flood = await command('logflood', 'yes log-flood-log-flood', { timeout: 2, wait: 20 })
       assert.equal(flood.status, 200)
