@@ -25,6 +25,13 @@ const INTERRUPT_GRACE_MS = 2_000
 /** Larger stream messages are split: every WebSocket message stays well under Open WebUI's 1 MiB. */
 const MAX_STREAM_TEXT = 256 * 1024
 const NO_OUTPUTS: OutputSink = { open: async () => null }
+/**
+ * Cells waiting behind the running one, per kernel, by count and by the size of their code: a client that
+ * floods execute_requests (each up to the 8 MiB a WebSocket message may carry) would otherwise hold all of
+ * them in the server's memory (found: 100 queued 4 MiB cells). Past either bound a cell is refused at once.
+ */
+export const MAX_QUEUED_CELLS = 16
+export const MAX_QUEUED_CODE_BYTES = 16 * 1024 * 1024
 
 export interface KernelDeps {
   live: LiveWorkers
@@ -46,6 +53,7 @@ export class Kernel {
   private worker: Promise<LiveWorker> | null = null
   private running: Run | null = null
   private queue: Promise<unknown> = Promise.resolve()
+  private readonly queued = { cells: 0, codeBytes: 0 }
   private busy = false
   private restarting = false
   private shutDown = false
@@ -82,7 +90,21 @@ export class Kernel {
    * `emit` receives its outputs in order.
    */
   execute (code: string, emit: (output: CellOutput) => void, onStart: (executionCount: number) => void = () => {}): Promise<CellReply> {
-    const result = this.queue.then(() => this.runCell(code, emit, onStart))
+    const codeBytes = Buffer.byteLength(code)
+    if (this.queued.cells >= MAX_QUEUED_CELLS || this.queued.codeBytes + codeBytes > MAX_QUEUED_CODE_BYTES) {
+      const evalue = `This kernel already has ${this.queued.cells} cells waiting (at most ${MAX_QUEUED_CELLS}, ${formatBytes(MAX_QUEUED_CODE_BYTES)} of code); this one was not run.`
+      const refused: CellOutput = { type: 'error', ename: 'KernelBusy', evalue, traceback: [`KernelBusy: ${evalue}`] }
+      emit(refused)
+      return Promise.resolve({ status: 'error', executionCount: this.executionCount, ename: refused.ename, evalue, traceback: refused.traceback })
+    }
+    this.queued.cells++
+    this.queued.codeBytes += codeBytes
+    const result = this.queue.then(() => {
+      // running: the code is no longer waiting (the run holds it until the worker has it)
+      this.queued.cells--
+      this.queued.codeBytes -= codeBytes
+      return this.runCell(code, emit, onStart)
+    })
     this.queue = result.catch(() => {})
     return result
   }
