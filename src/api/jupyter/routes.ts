@@ -4,10 +4,10 @@ import websocket from '@fastify/websocket'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Identity } from '../../auth/identity.ts'
 import { JupyterAuth, newXsrfToken, type JupyterCredentials } from '../../auth/jupyter-auth.ts'
-import { errors } from '../../errors.ts'
+import { errors, WARDEN_ERRORS, WardenError } from '../../errors.ts'
 import type { Kernel, KernelManager } from '../../live/kernels.ts'
 import type { Metrics } from '../../metrics.ts'
-import { openChannels } from './channels.ts'
+import { MAX_CONNECTIONS_PER_KERNEL, openChannels } from './channels.ts'
 import { V1_SUBPROTOCOL } from './messages.ts'
 
 export interface JupyterRouteDeps {
@@ -147,7 +147,12 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
     app.get(`${prefix}/api/kernels/:id/channels`, {
       websocket: true,
       // the kernel must exist for this caller before the upgrade: a stranger gets a plain 404
-      preValidation: async (request) => { ownKernel(kernels, request) },
+      preValidation: async (request) => {
+        const kernel = ownKernel(kernels, request)
+        if (kernel.connections >= MAX_CONNECTIONS_PER_KERNEL) {
+          throw new WardenError(WARDEN_ERRORS.liveCapacity, `This kernel already has ${kernel.connections} connections; the limit is ${MAX_CONNECTIONS_PER_KERNEL}.`, { retryAfterSeconds: 1 })
+        }
+      },
     }, (socket, request) => {
       openChannels(socket, ownKernel(kernels, request), kernels, identityOf(request), deps.metrics)
     })
