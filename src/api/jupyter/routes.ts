@@ -46,14 +46,25 @@ export function isJupyterPath (path: string, basePath: string): boolean {
   return local === '/api' || local.startsWith('/api/') || local === '/login'
 }
 
-function credentialsOf (request: FastifyRequest): JupyterCredentials {
+/**
+ * The tokens a request presents: `?token=`, `Authorization: token|Bearer`, `X-API-Key`. A request names
+ * one owner: two different tokens in one request are refused (jupyter-server takes the query's and ignores
+ * the header's, so a proxy's `Authorization` could be overridden by a token in the URL).
+ */
+function presentedTokens (request: FastifyRequest): string[] {
   const query = request.query as Record<string, unknown>
   const header = /^(?:token|Bearer)\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
   const apiKey = request.headers['x-api-key']
-  const token = typeof query.token === 'string' && query.token !== '' ? query.token : header ?? (typeof apiKey === 'string' ? apiKey : null)
+  const tokens = [typeof query.token === 'string' && query.token !== '' ? query.token : undefined, header, typeof apiKey === 'string' ? apiKey : undefined]
+  return [...new Set(tokens.filter((token) => token !== undefined))]
+}
+
+function credentialsOf (request: FastifyRequest): JupyterCredentials {
+  const tokens = presentedTokens(request)
+  if (tokens.length > 1) throw errors.unauthorized('The request carries different tokens (query, Authorization, X-API-Key); send one.')
   const xsrfHeader = request.headers['x-xsrftoken']
   return {
-    token,
+    token: tokens[0] ?? null,
     session: request.cookies[SESSION_COOKIE] ?? null,
     xsrfCookie: request.cookies._xsrf ?? null,
     xsrfHeader: typeof xsrfHeader === 'string' ? xsrfHeader : null,
