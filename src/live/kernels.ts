@@ -57,6 +57,7 @@ export class Kernel {
   private busy = false
   private restarting = false
   private shutDown = false
+  private readonly shutdownListeners = new Set<() => void>()
 
   constructor (readonly owner: Identity, private readonly deps: KernelDeps, private readonly onCulled: (kernel: Kernel) => void) {}
 
@@ -136,10 +137,21 @@ export class Kernel {
     }
   }
 
+  /** Told once when the kernel is gone (shut down or culled); the answer stops telling. */
+  onShutdown (listener: () => void): () => void {
+    if (this.shutDown) {
+      listener()
+      return () => {}
+    }
+    this.shutdownListeners.add(listener)
+    return () => this.shutdownListeners.delete(listener)
+  }
+
   /** Stops the kernel's work and its worker; the kernel is gone. */
   shutdown (): void {
     if (this.shutDown) return
     this.shutDown = true
+    this.tellShutdown()
     this.running?.kill('kernel shut down')
     this.worker?.then((live) => live.end('stopped'), () => {})
     this.worker = null
@@ -148,7 +160,13 @@ export class Kernel {
   private end (): void {
     if (this.shutDown) return
     this.shutDown = true
+    this.tellShutdown()
     this.onCulled(this)
+  }
+
+  private tellShutdown (): void {
+    for (const listener of [...this.shutdownListeners]) listener()
+    this.shutdownListeners.clear()
   }
 
   private async runCell (code: string, emit: (output: CellOutput) => void, onStart: (executionCount: number) => void): Promise<CellReply> {

@@ -18,6 +18,8 @@ export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 export const MAX_CONNECTIONS_PER_KERNEL = 8
 /** The close code when a kernel already has MAX_CONNECTIONS_PER_KERNEL connections (RFC 6455 §7.4.1 "try again later"). */
 export const CLOSE_TOO_MANY_CONNECTIONS = 1013
+/** The close code when the kernel is shut down or culled: its sockets never outlive it (RFC 6455 "going away"). */
+export const CLOSE_KERNEL_GONE = 1001
 /** After the last connection closes, how long before a running cell is stopped (a reconnect keeps it). */
 const DISCONNECT_GRACE_MS = 10_000
 
@@ -84,7 +86,10 @@ export function openChannels (socket: WebSocket, kernel: Kernel, kernels: Kernel
     kernel.lastActivity = new Date()
     handle(message).catch(() => socket.close(1011, 'the kernel failed'))
   })
+  // after the current message's handler: a shutdown_request still gets its reply and idle
+  const stopWatching = kernel.onShutdown(() => setImmediate(() => socket.close(CLOSE_KERNEL_GONE, 'kernel shut down')))
   socket.on('close', () => {
+    stopWatching()
     listeners.delete(send)
     kernel.connections = Math.max(0, kernel.connections - 1)
     if (listeners.size === 0) {
