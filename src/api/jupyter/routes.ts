@@ -82,6 +82,17 @@ function identityOf (request: FastifyRequest): Identity {
  * terminal pane): a second registration would add a second upgrade listener that routes each upgrade again.
  */
 export const webSockets = [websocket, {
+  // ws has already sent the close code of a protocol error (1009 for a message over maxPayload, 1002 for a
+  // bad frame): the default handler's terminate() would reset the connection first, and the client would
+  // see 1006 instead; and a client's mistake is not an error of the server's
+  errorHandler: (error: Error & { code?: string }, socket: { terminate: () => void }, request: FastifyRequest) => {
+    if (typeof error.code === 'string' && error.code.startsWith('WS_ERR_')) {
+      request.log.info({ code: error.code }, 'websocket closed for a protocol error')
+      return
+    }
+    request.log.warn({ err: error }, 'websocket failed')
+    socket.terminate()
+  },
   options: {
     maxPayload: MAX_CLIENT_MESSAGE_BYTES,
     // the binary v1 framing when offered (@jupyterlab/services), else no subprotocol: legacy JSON (Open WebUI, the terminal pane)
