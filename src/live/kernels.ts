@@ -25,6 +25,13 @@ const INTERRUPT_GRACE_MS = 2_000
 /** Larger stream messages are split: every WebSocket message stays well under Open WebUI's 1 MiB. */
 const MAX_STREAM_TEXT = 256 * 1024
 const NO_OUTPUTS: OutputSink = { open: async () => null }
+/**
+ * Cells waiting behind the running one, per kernel, by count and by the size of their code: a client that
+ * floods execute_requests (each up to the 8 MiB a WebSocket message may carry) would otherwise hold all of
+ * them in the server's memory (found: 100 queued 4 MiB cells). Past either bound a cell is refused at once.
+ */
+export const MAX_QUEUED_CELLS = 16
+export const MAX_QUEUED_CODE_BYTES = 16 * 1024 * 1024
 
 export interface KernelDeps {
   live: LiveWorkers
@@ -55,9 +62,11 @@ export class Kernel {
   private worker: Promise<LiveWorker> | null = null
   private running: Run | null = null
   private queue: Promise<unknown> = Promise.resolve()
+  private readonly queued = { cells: 0, codeBytes: 0 }
   private busy = false
   private restarting = false
   private shutDown = false
+  private readonly shutdownListeners = new Set<() => void>()
 
   constructor (readonly owner: Identity, private readonly deps: KernelDeps, private readonly onCulled: (kernel: Kernel) => void) {}
 
@@ -91,7 +100,21 @@ export class Kernel {
    * `emit` receives its outputs in order.
    */
   execute (code: string, emit: (output: CellOutput) => void, onStart: (executionCount: number) => void = () => {}): Promise<CellReply> {
-    const result = this.queue.then(() => this.runCell(code, emit, onStart))
+    const codeBytes = Buffer.byteLength(code)
+    if (this.queued.cells >= MAX_QUEUED_CELLS || this.queued.codeBytes + codeBytes > MAX_QUEUED_CODE_BYTES) {
+      const evalue = `This kernel already has ${this.queued.cells} cells waiting (at most ${MAX_QUEUED_CELLS}, ${formatBytes(MAX_QUEUED_CODE_BYTES)} of code); this one was not run.`
+      const refused: CellOutput = { type: 'error', ename: 'KernelBusy', evalue, traceback: [`KernelBusy: ${evalue}`] }
+      emit(refused)
+      return Promise.resolve({ status: 'error', executionCount: this.executionCount, ename: refused.ename, evalue, traceback: refused.traceback })
+    }
+    this.queued.cells++
+    this.queued.codeBytes += codeBytes
+    const result = this.queue.then(() => {
+      // running: the code is no longer waiting (the run holds it until the worker has it)
+      this.queued.cells--
+      this.queued.codeBytes -= codeBytes
+      return this.runCell(code, emit, onStart)
+    })
     this.queue = result.catch(() => {})
     return result
   }
@@ -123,10 +146,21 @@ export class Kernel {
     }
   }
 
+  /** Told once when the kernel is gone (shut down or culled); the answer stops telling. */
+  onShutdown (listener: () => void): () => void {
+    if (this.shutDown) {
+      listener()
+      return () => {}
+    }
+    this.shutdownListeners.add(listener)
+    return () => this.shutdownListeners.delete(listener)
+  }
+
   /** Stops the kernel's work and its worker; the kernel is gone. */
   shutdown (): void {
     if (this.shutDown) return
     this.shutDown = true
+    this.tellShutdown()
     this.running?.kill('kernel shut down')
     this.worker?.then((live) => live.end('stopped'), () => {})
     this.worker = null
@@ -135,7 +169,13 @@ export class Kernel {
   private end (): void {
     if (this.shutDown) return
     this.shutDown = true
+    this.tellShutdown()
     this.onCulled(this)
+  }
+
+  private tellShutdown (): void {
+    for (const listener of [...this.shutdownListeners]) listener()
+    this.shutdownListeners.clear()
   }
 
   private async runCell (code: string, emit: (output: CellOutput) => void, onStart: (executionCount: number) => void): Promise<CellReply> {

@@ -7,6 +7,19 @@ import { decodeMessage, encodeLegacy, encodeV1, MessageError, PROTOCOL_VERSION, 
 
 /** Open WebUI's client drops every output of a run after a message over 1 MiB: stay well below. */
 const MAX_MESSAGE_BYTES = 1_000_000
+/**
+ * What may wait in one connection's send buffer for a client that does not read. Every cell's output is
+ * capped, but cells are many and iopub goes to every connection of the kernel: without this bound a client
+ * that never reads makes the server hold all of it (found: 12 cells of 8 MiB, all buffered). Past it the
+ * connection is cut (a close frame would wait behind the same buffer); the kernel and its cells go on.
+ */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+/** WebSockets open on one kernel: JupyterLab opens one or two; every one more multiplies each iopub message. */
+export const MAX_CONNECTIONS_PER_KERNEL = 8
+/** The close code when a kernel already has MAX_CONNECTIONS_PER_KERNEL connections (RFC 6455 §7.4.1 "try again later"). */
+export const CLOSE_TOO_MANY_CONNECTIONS = 1013
+/** The close code when the kernel is shut down or culled: its sockets never outlive it (RFC 6455 "going away"). */
+export const CLOSE_KERNEL_GONE = 1001
 /** After the last connection closes, how long before a running cell is stopped (a reconnect keeps it). */
 const DISCONNECT_GRACE_MS = 10_000
 
@@ -41,8 +54,18 @@ export function openChannels (socket: WebSocket, kernel: Kernel, kernels: Kernel
   const session = randomUUID().replaceAll('-', '')
   const send = (message: JupyterMessage) => {
     for (const piece of fitToSize(message)) {
-      if (socket.readyState === socket.OPEN) socket.send(binary ? encodeV1(piece) : encodeLegacy(piece))
+      if (socket.readyState !== socket.OPEN) return
+      if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+        socket.terminate()
+        return
+      }
+      socket.send(binary ? encodeV1(piece) : encodeLegacy(piece))
     }
+  }
+  if (kernel.connections >= MAX_CONNECTIONS_PER_KERNEL) {
+    // the route refuses these before the upgrade; this is the race of several upgrades at once
+    socket.close(CLOSE_TOO_MANY_CONNECTIONS, 'too many connections to this kernel')
+    return
   }
   const listeners = connectionsByKernel.get(kernel.id) ?? new Set()
   connectionsByKernel.set(kernel.id, listeners)
@@ -63,7 +86,10 @@ export function openChannels (socket: WebSocket, kernel: Kernel, kernels: Kernel
     kernel.lastActivity = new Date()
     handle(message).catch(() => socket.close(1011, 'the kernel failed'))
   })
+  // after the current message's handler: a shutdown_request still gets its reply and idle
+  const stopWatching = kernel.onShutdown(() => setImmediate(() => socket.close(CLOSE_KERNEL_GONE, 'kernel shut down')))
   socket.on('close', () => {
+    stopWatching()
     listeners.delete(send)
     kernel.connections = Math.max(0, kernel.connections - 1)
     if (listeners.size === 0) {
@@ -120,7 +146,7 @@ export function openChannels (socket: WebSocket, kernel: Kernel, kernels: Kernel
       content = result.status === 'ok'
         ? { status: 'ok', execution_count: result.executionCount, user_expressions: {}, payload: [] }
         : { status: 'error', execution_count: result.executionCount, ename: result.ename, evalue: result.evalue, traceback: result.traceback }
-      metrics.recordCell(result.status === 'ok' ? 'ok' : result.ename === 'LimitExceeded' ? 'limit' : result.ename === 'KernelDied' || result.ename === 'MemoryError' ? 'died' : 'error', performance.now() - started)
+      metrics.recordCell(result.status === 'ok' ? 'ok' : result.ename === 'LimitExceeded' || result.ename === 'KernelBusy' ? 'limit' : result.ename === 'KernelDied' || result.ename === 'MemoryError' ? 'died' : 'error', performance.now() - started)
     } catch (error) {
       const evalue = (error as Error).message
       broadcast(reply(session, 'iopub', 'error', { ename: 'KernelUnavailable', evalue, traceback: [`KernelUnavailable: ${evalue}`] }, parent))

@@ -4,12 +4,12 @@ import websocket from '@fastify/websocket'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Identity } from '../../auth/identity.ts'
 import { JupyterAuth, newXsrfToken, type JupyterCredentials } from '../../auth/jupyter-auth.ts'
-import { errors } from '../../errors.ts'
+import { errors, WARDEN_ERRORS, WardenError } from '../../errors.ts'
 import { forwardedIdentity } from '../../cluster/forwarded.ts'
 import type { Forwarder } from '../../cluster/forwarder.ts'
 import type { Kernel, KernelManager } from '../../live/kernels.ts'
 import type { Metrics } from '../../metrics.ts'
-import { openChannels } from './channels.ts'
+import { MAX_CONNECTIONS_PER_KERNEL, openChannels } from './channels.ts'
 import { V1_SUBPROTOCOL } from './messages.ts'
 
 export interface JupyterRouteDeps {
@@ -50,14 +50,25 @@ export function isJupyterPath (path: string, basePath: string): boolean {
   return local === '/api' || local.startsWith('/api/') || local === '/login'
 }
 
-function credentialsOf (request: FastifyRequest): JupyterCredentials {
+/**
+ * The tokens a request presents: `?token=`, `Authorization: token|Bearer`, `X-API-Key`. A request names
+ * one owner: two different tokens in one request are refused (jupyter-server takes the query's and ignores
+ * the header's, so a proxy's `Authorization` could be overridden by a token in the URL).
+ */
+function presentedTokens (request: FastifyRequest): string[] {
   const query = request.query as Record<string, unknown>
   const header = /^(?:token|Bearer)\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1]
   const apiKey = request.headers['x-api-key']
-  const token = typeof query.token === 'string' && query.token !== '' ? query.token : header ?? (typeof apiKey === 'string' ? apiKey : null)
+  const tokens = [typeof query.token === 'string' && query.token !== '' ? query.token : undefined, header, typeof apiKey === 'string' ? apiKey : undefined]
+  return [...new Set(tokens.filter((token) => token !== undefined))]
+}
+
+function credentialsOf (request: FastifyRequest): JupyterCredentials {
+  const tokens = presentedTokens(request)
+  if (tokens.length > 1) throw errors.unauthorized('The request carries different tokens (query, Authorization, X-API-Key); send one.')
   const xsrfHeader = request.headers['x-xsrftoken']
   return {
-    token,
+    token: tokens[0] ?? null,
     session: request.cookies[SESSION_COOKIE] ?? null,
     xsrfCookie: request.cookies._xsrf ?? null,
     xsrfHeader: typeof xsrfHeader === 'string' ? xsrfHeader : null,
@@ -75,6 +86,17 @@ function identityOf (request: FastifyRequest): Identity {
  * terminal pane): a second registration would add a second upgrade listener that routes each upgrade again.
  */
 export const webSockets = [websocket, {
+  // ws has already sent the close code of a protocol error (1009 for a message over maxPayload, 1002 for a
+  // bad frame): the default handler's terminate() would reset the connection first, and the client would
+  // see 1006 instead; and a client's mistake is not an error of the server's
+  errorHandler: (error: Error & { code?: string }, socket: { terminate: () => void }, request: FastifyRequest) => {
+    if (typeof error.code === 'string' && error.code.startsWith('WS_ERR_')) {
+      request.log.info({ code: error.code }, 'websocket closed for a protocol error')
+      return
+    }
+    request.log.warn({ err: error }, 'websocket failed')
+    socket.terminate()
+  },
   options: {
     maxPayload: MAX_CLIENT_MESSAGE_BYTES,
     // the binary v1 framing when offered (@jupyterlab/services), else no subprotocol: legacy JSON (Open WebUI, the terminal pane)
@@ -172,7 +194,12 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
     app.get(`${prefix}/api/kernels/:id/channels`, {
       websocket: true,
       // the kernel must exist for this caller before the upgrade: a stranger gets a plain 404
-      preValidation: async (request) => { ownKernel(kernels, request) },
+      preValidation: async (request) => {
+        const kernel = ownKernel(kernels, request)
+        if (kernel.connections >= MAX_CONNECTIONS_PER_KERNEL) {
+          throw new WardenError(WARDEN_ERRORS.liveCapacity, `This kernel already has ${kernel.connections} connections; the limit is ${MAX_CONNECTIONS_PER_KERNEL}.`, { retryAfterSeconds: 1 })
+        }
+      },
     }, (socket, request) => {
       openChannels(socket, ownKernel(kernels, request), kernels, identityOf(request), deps.metrics)
     })
