@@ -1,8 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs'
-import path from 'node:path'
 import { executeLikeOpenWebUI } from '../test/helpers/openwebui-client.ts'
 import { launchServer } from './launch.ts'
-import { findInstanceDirs } from './measure.ts'
+import { jailMemoryUsage } from './measure.ts'
 
 export interface IdleKernels { kernels: number, bytesEach: number, perGiB: number }
 
@@ -16,11 +14,7 @@ const KERNELS = 40
 export async function measureIdleKernels (): Promise<IdleKernels> {
   const server = await launchServer({ POOL_MIN: '2', POOL_MAX: '2', MAX_KERNELS: String(KERNELS), MAX_KERNELS_PER_USER: String(KERNELS), MAX_LIVE_WORKERS: String(KERNELS + 4) })
   try {
-    const dirs = findInstanceDirs(server.pid as number)
-    if (dirs.memory === null) throw new Error('no memory cgroup of the bench server found')
-    const v1 = path.join(dirs.memory, 'memory.usage_in_bytes')
-    const usageFile = existsSync(v1) ? v1 : path.join(dirs.memory, 'memory.current')
-    const usage = () => Number(readFileSync(usageFile, 'utf8'))
+    const usage = jailMemoryUsage(server.pid as number)
     await new Promise((resolve) => setTimeout(resolve, 1000))
     const before = usage()
     for (let index = 0; index < KERNELS; index++) {

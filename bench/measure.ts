@@ -71,3 +71,12 @@ export function percentile (sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] as number
 }
+
+/** The memory the jails of a local server hold now, in bytes, from its cgroup instance (v1 or v2). */
+export function jailMemoryUsage (pid: number): () => number {
+  const dirs = findInstanceDirs(pid)
+  if (dirs.memory === null) throw new Error('no memory cgroup of the bench server found')
+  const v1 = path.join(dirs.memory, 'memory.usage_in_bytes')
+  const usageFile = existsSync(v1) ? v1 : path.join(dirs.memory, 'memory.current')
+  return () => Number(readFileSync(usageFile, 'utf8'))
+}

@@ -6,7 +6,8 @@
  * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (auto),
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
  * (the lang values to measure; all installed), BENCH_COMPARE_REF (a commit, e.g. HEAD~1: its warm pool runs
- * beside this checkout's, row by row alternating, and the report shows both side by side).
+ * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
+ * Open Terminal rows (bench/terminals.ts).
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -15,6 +16,7 @@ import path from 'node:path'
 import { exportCommit, launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
 import { measureLanguages, renderLanguageTable } from './languages.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
+import { describeTerminals, measureTerminals } from './terminals.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
 import { renderComparison, renderMarkdown, renderTable, targetsMet, type Mode, type Row } from './report.ts'
 import { Client, scenarios, type Scenario } from './scenarios.ts'
@@ -185,6 +187,9 @@ const languageOptions = { runs: Number(env.BENCH_LANGUAGE_RUNS ?? 10), jail, onl
 const languages = wantsLanguages ? await measureLanguages(languageOptions) : []
 const previousLanguages = wantsLanguages && previous !== null ? await measureLanguages({ ...languageOptions, repo: previous.dir }) : []
 await previous?.remove()
+const terminals = env.BENCH_URL === undefined && (only === undefined || only.includes('terminal'))
+  ? await measureTerminals({ concurrencies: baselineConcurrencies, durationMs, jail })
+  : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
@@ -206,6 +211,11 @@ if (wantsRegular || wantsJupyter) {
   await writeFile(path.join(outDir, 'latest.md'), renderMarkdown(result.rows, result.targets, machine) + comparison + (kernels === null ? '' : `\n${describeIdleKernels(kernels)}\n`))
   if (kernels !== null) process.stderr.write(`${describeIdleKernels(kernels)}\n`)
   process.stdout.write(renderTable(result.rows) + '\n\n' + result.targets.map((t) => `${t.met ? 'MET ' : 'MISS'} ${t.name}: ${t.actual}`).join('\n') + '\n' + comparison)
+}
+if (terminals !== null) {
+  await writeFile(path.join(outDir, 'terminals.json'), JSON.stringify({ date, machine, jail, ...terminals }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'terminals.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${describeTerminals(terminals)}\n`)
+  process.stdout.write(`\n${describeTerminals(terminals)}\n`)
 }
 // the language rows have files of their own: a run of only them leaves the other results as they were
 if (languages.length > 0) {

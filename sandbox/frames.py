@@ -28,6 +28,9 @@ OUTPUT_END = ord("E")
 DONE = ord("X")
 FAILED = ord("F")
 PREPARED = ord("P")
+# both ways, during a terminal run (terminal.py): 4-byte big-endian channel number, then raw bytes
+TERMINAL = ord("T")
+CHANNEL = struct.Struct(">I")
 ARTIFACT = ord("A")  # the build's artifacts for the compile cache, DATA frames follow (artifacts.py)
 
 
@@ -77,6 +80,37 @@ class FrameReader:
             if kind != CONTINUED:
                 return kind, b"".join(parts) if len(parts) > 1 else payload
 
+    def read_available(self) -> list[tuple[int, bytes]]:
+        """One read of what the socket holds (the caller saw it readable), then every whole message buffered."""
+        chunk = os.read(self.fd, CHUNK)
+        if not chunk:
+            raise ChannelClosed("control channel closed")
+        self.buffer += chunk
+        return self.buffered_messages()
+
+    def buffered_messages(self) -> list[tuple[int, bytes]]:
+        """Every whole message already in the buffer; a partial one stays for the next read."""
+        messages: list[tuple[int, bytes]] = []
+        while True:
+            offset, size, parts = 0, 0, []
+            while True:
+                if len(self.buffer) - offset < HEADER.size:
+                    return messages
+                kind, length = HEADER.unpack_from(self.buffer, offset)
+                if length > MAX_PAYLOAD:
+                    raise ProtocolError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
+                size += length
+                if size > self.max_message:
+                    raise ProtocolError(f"message of more than {self.max_message} bytes")
+                if len(self.buffer) - offset - HEADER.size < length:
+                    return messages
+                parts.append(bytes(self.buffer[offset + HEADER.size : offset + HEADER.size + length]))
+                offset += HEADER.size + length
+                if kind != CONTINUED:
+                    del self.buffer[:offset]
+                    messages.append((kind, b"".join(parts)))
+                    break
+
     def read_json(self, expected: int) -> dict:
         kind, payload = self.read()
         if kind != expected:
@@ -112,6 +146,17 @@ def send(fd: int, kind: int, payload: bytes = b"") -> None:
         write_all(fd, HEADER.pack(CONTINUED, MAX_PAYLOAD) + view[:MAX_PAYLOAD])
         view = view[MAX_PAYLOAD:]
     write_all(fd, HEADER.pack(kind, len(view)) + view)
+
+
+def send_channel(fd: int, channel: int, data: bytes | memoryview) -> None:
+    """Bytes of one terminal channel, in frames of at most MAX_PAYLOAD."""
+    view = memoryview(data)
+    room = MAX_PAYLOAD - CHANNEL.size
+    while True:
+        write_all(fd, HEADER.pack(TERMINAL, CHANNEL.size + min(room, len(view))) + CHANNEL.pack(channel) + view[:room])
+        view = view[room:]
+        if not view:
+            return
 
 
 def send_json(fd: int, kind: int, message: dict) -> None:

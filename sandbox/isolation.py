@@ -5,7 +5,7 @@ execution; the worker starts as pid 1 of a new pid namespace (the zygote arrange
 order:
 
 1. its own mount namespace, with fresh tmpfs on /tmp, /dev/shm and /mnt/data, a procfs for its own pid
-   namespace, and an empty read-only tmpfs over the zygote's private paths (cgroup delegation);
+   namespace, a devpts instance of its own (pseudo-terminals), and an empty read-only tmpfs over the zygote's private paths (cgroup delegation);
 2. its own outside uid: it switches to the slot's uid and unshares a user namespace that maps only
    65534 to it, so two workers never share an uid, inside or outside;
 3. fresh network (loopback only), IPC, UTS and cgroup namespaces, owned by that user namespace;
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import linux
 
 INSIDE_ID = 65534
+# pseudo-terminals one worker may hold: a terminal's commands (64), its shells and what the user opens
+MAX_PTYS = 128
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ def build_filesystem(config: IsolationConfig) -> None:
     _tmpfs("/dev/shm", config.shm_bytes, "1777")
     # the work directory is a tmpfs of the session quota: ENOSPC at the quota, gone with the worker
     _tmpfs("/mnt/data", config.workdir_bytes, "0755", owner=config.slot_uid)
+    # a devpts instance of its own: the terminals a worker opens (sandbox/terminal.py) are not even
+    # listed in another worker's /dev/pts, which the jail's devpts (bubblewrap's --dev) would share. At most
+    # MAX_PTYS of them: every devpts instance but the host's draws on one host-wide pool (kernel.pty.max
+    # minus kernel.pty.reserve, 3072 by default), and one worker opened 510 before its fds ran out
+    linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, f"newinstance,ptmxmode=0666,mode=0620,max={MAX_PTYS}")
     # detach the zygote's private mounts (sandbox code, delegated cgroups): not merely covered, gone,
     # so not even /proc/self/mountinfo names their host paths. The mount namespace belongs to the
     # zygote's user namespace, so these copies are not locked and can be unmounted.

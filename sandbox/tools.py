@@ -14,7 +14,7 @@ import os
 import re
 import select
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import frames
 
@@ -22,9 +22,14 @@ TOOLS_DIR = "/tmp/.warden"
 STUBS_PATH = TOOLS_DIR + "/tools.sh"
 # a round of Bash calls: once no other process runs, this long for calls still on their way
 BATCH_QUIET_S = 0.002
-# while other processes run, look again this often; a round gathers for at most BATCH_MAX_S
+# while other processes run, look again this often
 BATCH_POLL_S = 0.001
-BATCH_MAX_S = 0.5
+# a round gathers while the program's other processes use at most this much CPU, and for at most
+# BATCH_MAX_S: CPU time, not wall time, since a loaded machine slows the calls still on their way
+# (at a load of 20 on 2 cores, 8 background jobs took more than 0.5 s to reach their calls)
+BATCH_MAX_CPU_S = 0.5
+BATCH_MAX_S = 5.0
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 MAX_INPUT_BYTES = 16 << 20
 
 
@@ -128,30 +133,64 @@ def prepare_bash_stubs(tools: list[dict]) -> dict[str, str]:
     return {"BASH_ENV": STUBS_PATH}
 
 
-def others_runnable() -> bool:
-    """Whether a process of the program other than this one is running or about to: it may be making a call."""
+class Activity(NamedTuple):
+    """One process of the program as /proc shows it."""
+    state: bytes
+    switches: int
+    cpu_ticks: int
+
+
+def program_activity() -> dict[str, Activity]:
+    """Every other process of the program: its state, how many times it was switched out, its CPU time.
+
+    A process that ran at all between two of these (woke, made a call or a child, slept again) shows a
+    higher count, or a new pid; a state sampled alone cannot tell, since a scan of /proc is not atomic.
+    """
     me = str(os.getpid())
+    activity: dict[str, Activity] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or entry == me:
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
+            with open(f"/proc/{entry}/status", "rb") as f:
+                status = f.read()
         except OSError:
             continue
-        # the state follows the command name, which is in parentheses and may hold anything
-        state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
-        if state in (b"R", b"D"):
-            return True
-    return False
+        # the fields after the command name, which is in parentheses and may hold anything
+        fields = stat[stat.rfind(b")") + 2:].split()
+        counts = dict(line.split(b":", 1) for line in status.splitlines() if b"ctxt_switches" in line)
+        try:
+            activity[entry] = Activity(fields[0], sum(int(count) for count in counts.values()), int(fields[11]) + int(fields[12]))
+        except (IndexError, ValueError):
+            continue
+    return activity
+
+
+def is_busy(activity: dict[str, Activity]) -> bool:
+    """Whether a process of the program is running or about to (woken, not yet on a CPU): it may be making a call."""
+    return any(process.state in (b"R", b"D") for process in activity.values())
+
+
+def cpu_used_s(since: dict[str, Activity], now: dict[str, Activity]) -> float:
+    """CPU time the processes of `now` used after `since` (a process born in between: all of its own)."""
+    ticks = sum(max(0, process.cpu_ticks - (since[pid].cpu_ticks if pid in since else 0)) for pid, process in now.items())
+    return ticks / CLOCK_TICKS_PER_S
 
 
 class BashToolServer:
     """Answers the Bash stubs while the program runs, one round per batch of calls.
 
     Calls made together (background jobs, `&`) should be one round: after a call arrives, the server
-    gathers until no other process of the program is running (the rest are blocked in their own calls, or
-    waiting for them), then for a short quiet moment. A sequential call pays only that moment.
+    gathers until no other process of the program has run for a whole quiet moment (the rest are blocked
+    in their own calls, or waiting for them): the same processes, none running, none switched in or out
+    between two scans of /proc on either side of the moment. One scan is not enough: a job that forks
+    while the scan reads its parent (now asleep, waiting) and not yet its child (not listed when the scan
+    began) looked idle, and under CPU load its call came after the round was gone (2 rounds for 1, about
+    1 in 30 on 2 loaded cores). A sequential call pays only the moment. A program that keeps running
+    beside its call (a busy background job) closes the round after BATCH_MAX_CPU_S of its CPU time, or
+    BATCH_MAX_S at most.
     """
 
     def __init__(self, broker: Broker, tools: list[dict]) -> None:
@@ -171,25 +210,36 @@ class BashToolServer:
         """Called when the calls FIFO is readable: gather the calls of this moment, answer them as one round."""
         batch: list[tuple[str, str, Any]] = []
         deadline = time.monotonic() + BATCH_MAX_S
+        first: dict[str, Activity] | None = None
+        before: dict[str, Activity] | None = None
         while True:
             batch.extend(self._read_calls())
             if not batch:
                 return
-            if time.monotonic() > deadline:
+            now = program_activity()
+            if first is None:
+                first = now
+            if time.monotonic() > deadline or cpu_used_s(first, now) > BATCH_MAX_CPU_S:
                 break
-            busy = others_runnable()
-            ready, _, _ = select.select([self.fd], [], [], BATCH_POLL_S if busy else BATCH_QUIET_S)
-            if not ready and not busy:
+            busy = is_busy(now)
+            if not busy and now == before:
+                # nothing of the program ran since `before` was taken, so every call it made is read
                 break
+            before = now
+            select.select([self.fd], [], [], BATCH_POLL_S if busy else BATCH_QUIET_S)
         results = self.broker.call([(name, tool_input) for _, name, tool_input in batch])
         for (call_id, _, _), result in zip(batch, results):
             self._answer(call_id, result)
 
     def _read_calls(self) -> list[tuple[str, str, Any]]:
-        try:
-            self.pending += os.read(self.fd, 65536)
-        except BlockingIOError:
-            pass
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            self.pending += chunk
+            if len(chunk) < 65536:
+                break
         *lines, self.pending = self.pending.split(b"\n")
         calls = []
         for line in lines:

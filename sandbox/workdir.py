@@ -33,6 +33,8 @@ class Collected:
     notes: list[str] = field(default_factory=list)
     count: int = 0
     total_bytes: int = 0
+    # every regular file looked at, as it was when looked at: the next checkpoint's "before" (terminal.py)
+    seen: Snapshot = field(default_factory=dict)
 
 
 def valid_relative_name(name: str) -> bool:
@@ -133,6 +135,7 @@ def collect_outputs(ctl: int, before: Snapshot, limits: OutputLimits, send: bool
             continue
         try:
             st = os.fstat(fd)
+            result.seen[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
             if before.get(name) == (st.st_ino, st.st_size, st.st_mtime_ns):
                 continue  # there before the run, and untouched
             if not send:

@@ -23,6 +23,7 @@ import cells
 import frames
 import prepared
 import runners
+import terminal
 import tools
 import workdir
 
@@ -146,6 +147,9 @@ def run_job(job: dict, reader: frames.FrameReader, config: WorkerConfig, main, i
             outcome = runners.run_steps(job["steps"], job["code"], job["source_file"], args, env, interrupts, server)
         finally:
             server.close()
+    elif job["runner"] == "terminal":
+        # an Open WebUI user's terminal: commands, shells and file operations until the server closes it
+        outcome = terminal.serve(job, reader, ENV | {"HOME": workdir.WORKDIR})
     elif job["runner"] == "python" and job.get("cell"):
         sync = SyncedSender(bytes.fromhex(str(job["sync_seed"])))
         outcome = cells.run_cell(job["code"], main, interrupts, sync.send, int(job.get("execution_count", 0)))

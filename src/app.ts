@@ -8,7 +8,9 @@ import { closesConnection, drainUnreadBody } from './api/connection.ts'
 import { execRoutes } from './api/exec.ts'
 import { fileRoutes } from './api/files.ts'
 import { healthRoutes } from './api/health.ts'
-import { isJupyterPath, jupyterRoutes } from './api/jupyter/routes.ts'
+import { isJupyterPath, jupyterRoutes, webSockets } from './api/jupyter/routes.ts'
+import { terminalRoutes } from './api/terminal/routes.ts'
+import { Terminals } from './terminal/terminals.ts'
 import { JupyterAuth } from './auth/jupyter-auth.ts'
 import { metricsRoutes } from './api/metrics.ts'
 import { programmaticRoutes } from './api/programmatic.ts'
@@ -20,6 +22,8 @@ import type { Config } from './config.ts'
 import { renderError } from './api/error-boundary.ts'
 import { errors } from './errors.ts'
 import { UserConcurrency } from './exec/admission.ts'
+import { SharedUserConcurrency } from './cluster/shared-concurrency.ts'
+import type { Redis } from 'ioredis'
 import type { WorkerSource } from './exec/execute.ts'
 import type { FlavorOf } from './exec/flavor.ts'
 import type { LanguageAvailability } from './exec/languages/index.ts'
@@ -30,7 +34,7 @@ import type { Metrics } from './metrics.ts'
 import { ProgrammaticRuns } from './ptc/programmatic-runs.ts'
 import type { ServiceState } from './services.ts'
 import type { FileStore } from './storage/file-store.ts'
-import type { WorkspaceStore } from './storage/workspaces.ts'
+import type { Workspaces } from './storage/workspaces.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -51,7 +55,9 @@ export interface AppServices {
   /** kernels and paused runs; null where none can be made (the benchmark's cold mode, in-process tests) */
   live: LiveWorkers | null
   kernels: KernelManager | null
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
+  /** the replicas' shared Redis (REDIS_URL); absent or null for one process (the default) */
+  cluster?: { redis: Redis, prefix: string } | null
   state: () => ServiceState
   languages: LanguageAvailability
   metrics: Metrics
@@ -115,7 +121,10 @@ export async function buildApp (config: Config, services: AppServices) {
   app.decorateRequest('principal', null)
   const basePath = config.jupyter.basePath ?? ''
   // the Jupyter API authenticates its own way (tokens in URLs, password logins): see api/jupyter/routes.ts
-  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath)
+  // so does the terminal API, with Open WebUI's bearer key (api/terminal/routes.ts)
+  const terminalPath = config.terminal.basePath
+  const isTerminalPath = (path: string) => config.terminal.enabled && services.live !== null && (path === terminalPath || path.startsWith(`${terminalPath}/`))
+  const ownAuthentication = (request: FastifyRequest) => isPublic(routePath(request)) || isJupyterPath(routePath(request), basePath) || isTerminalPath(routePath(request))
   app.addHook('onRequest', async (request) => {
     if (ownAuthentication(request)) return
     request.principal = await authenticate(request.headers)
@@ -131,6 +140,9 @@ export async function buildApp (config: Config, services: AppServices) {
       hook: 'preHandler',
       max: config.admission.rateLimitPerMinute,
       timeWindow: 60_000,
+      // replicas count together in their shared Redis; while it is away the per-minute count is not kept
+      // (an execution still needs Redis for its concurrency count, and gets 503 cluster_unavailable)
+      ...(services.cluster != null && { redis: services.cluster.redis, nameSpace: `${services.cluster.prefix}rate:`, skipOnError: true }),
       allowList: (request) => ownAuthentication(request),
       keyGenerator: (request) => rateLimitKey(request),
       errorResponseBuilder: (_request, context) => errors.rateLimited(
@@ -147,7 +159,10 @@ export async function buildApp (config: Config, services: AppServices) {
     workers: services.workers,
     flavorOf: services.flavorOf,
     limits: config.limits,
-    admission: new UserConcurrency(config.admission.maxConcurrentPerUser),
+    admission: services.cluster == null
+      ? new UserConcurrency(config.admission.maxConcurrentPerUser)
+      // a lease outlives the longest execution and its output collection
+      : new SharedUserConcurrency(services.cluster.redis, services.cluster.prefix, config.admission.maxConcurrentPerUser, config.limits.timeoutMs + 60_000),
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,
@@ -171,6 +186,14 @@ export async function buildApp (config: Config, services: AppServices) {
   if (programmatic !== null) {
     services.metrics.watchProgrammatic(() => programmatic.stats())
     app.addHook('onClose', async () => programmatic.close())
+  }
+  await app.register(...webSockets)
+  if (services.live !== null && config.terminal.enabled) {
+    const terminals = new Terminals(services.live, config.terminal, {
+      store: services.store, workspaces: services.workspaces, sessions: config.sessions, limits: config.limits, log: services.log.child({ component: 'terminal' }),
+    }, services.log.child({ component: 'terminal' }))
+    app.addHook('onClose', async () => await terminals.close())
+    await app.register(terminalRoutes, { prefix: terminalPath, terminals, settings: config.terminal, auth: config.auth, limits: config.limits, maxUploadBytes: config.storage.maxUploadBytes })
   }
   if (services.kernels !== null) {
     await app.register(jupyterRoutes, { kernels: services.kernels, auth: new JupyterAuth(config.auth, config.jupyter), metrics: services.metrics, basePath })

@@ -140,6 +140,19 @@ const jupyter = slice({
   kernelIdleTimeoutMs: ['KERNEL_IDLE_TIMEOUT_S', positiveInt(7 * 86_400).default(1800).transform((seconds) => seconds * 1000)],
 })
 
+const terminal = slice({
+  enabled: ['TERMINAL', flag(true)],
+  basePath: ['TERMINAL_BASE_PATH', z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'expected a path such as /terminal').default('/terminal')],
+  perChat: ['TERMINAL_PER_CHAT', flag(false)],
+  max: ['MAX_TERMINALS', decimal({ min: 0, max: 1024 }).default(16)],
+  maxPerUser: ['MAX_TERMINALS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
+  maxPtysPerTerminal: ['TERMINAL_MAX_SHELLS', positiveInt(64).default(4)],
+  idleTimeoutMs: ['TERMINAL_IDLE_TIMEOUT', duration.default(30 * 60_000)],
+  commandTimeoutMs: ['TERMINAL_COMMAND_TIMEOUT', duration.default(5 * 60_000)],
+  maxCommandTimeoutMs: ['TERMINAL_MAX_COMMAND_TIMEOUT', duration.default(3_600_000)],
+  defaultWaitMs: ['TERMINAL_DEFAULT_WAIT', duration.default(10_000)],
+})
+
 const programmatic = slice({
   maxPausedRuns: ['MAX_PAUSED_RUNS', decimal({ min: 0, max: 1024 }).default(16)],
   maxPausedRunsPerUser: ['MAX_PAUSED_RUNS_PER_USER', decimal({ min: 0, max: 1024 }).default(4)],
@@ -169,6 +182,7 @@ const admission = slice({
 })
 
 const storage = slice({
+  backend: ['STORAGE', z.enum(['local', 's3']).default('local')],
   maxUploadBytes: ['MAX_UPLOAD_MB', megabytes(150)],
   fileTtlMs: ['FILE_TTL', duration.default(24 * 3_600_000)],
   sweepIntervalMs: ['SWEEP_INTERVAL', duration.default(10 * 60_000)],
@@ -178,7 +192,24 @@ const compile = slice({
   cacheBytes: ['COMPILE_CACHE_MB', decimal({ min: 0, max: 1024 * 1024 }).default(128).transform((mb) => mb * 1024 * 1024)],
 })
 
-const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, programmatic, sessions, admission, storage, compile] as const
+/** An S3-compatible bucket for stored files (STORAGE=s3); credentials fall back to the SDK's own chain (an IAM role). */
+const s3 = slice({
+  endpoint: ['S3_ENDPOINT', z.url({ protocol: /^https?$/ }).optional()],
+  region: ['S3_REGION', z.string().min(1).default('us-east-1')],
+  bucket: ['S3_BUCKET', z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (3-63 of a-z 0-9 . -)').optional()],
+  accessKeyId: ['S3_ACCESS_KEY_ID', z.string().min(1).optional()],
+  secretAccessKey: ['S3_SECRET_ACCESS_KEY', z.string().min(1).optional()],
+  forcePathStyle: ['S3_FORCE_PATH_STYLE', flag(false)],
+  prefix: ['S3_PREFIX', z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'expected a key prefix ending in / (warden/), or empty').default('warden/')],
+})
+
+/** Several replicas sharing one Redis (REDIS_URL): README "Scaling out". */
+const cluster = slice({
+  redisUrl: ['REDIS_URL', z.url({ protocol: /^rediss?$/ }).optional()],
+  redisPrefix: ['REDIS_PREFIX', z.string().regex(/^[A-Za-z0-9._:-]*$/, 'expected letters, digits and . _ : -').default('warden:')],
+})
+
+const SLICES = [server, authSettings, jail, limits, pool, live, jupyter, terminal, programmatic, sessions, admission, storage, s3, cluster, compile] as const
 
 /**
  * Every setting Warden reads, with its default: the union of the slices. The only place that reads
@@ -191,6 +222,8 @@ export type AuthSettings = SliceOf<typeof authSettings.settings>
 export type ExecutionLimits = SliceOf<typeof limits.settings>
 export type LiveSettings = SliceOf<typeof live.settings>
 export type JupyterSettings = SliceOf<typeof jupyter.settings>
+/** Open WebUI's Open Terminal path: one terminal jail per user (live workers of kind terminal). */
+export type TerminalSettings = SliceOf<typeof terminal.settings>
 /** Programmatic tool calling: paused runs (live workers of kind ptc) and their rounds. */
 export type ProgrammaticToolSettings = SliceOf<typeof programmatic.settings>
 /** Workspaces of runtime sessions and of continued execution sessions; the quota defaults to /mnt/data's size. */
@@ -249,12 +282,15 @@ function buildConfig (e: Record<string, unknown>) {
     pool: { ...poolSettings, min: poolMin },
     live: live.read(e),
     jupyter: jupyter.read(e),
+    terminal: terminal.read(e),
     programmatic: programmatic.read(e),
     sessions: readSessions(e, limitSettings.workdirBytes, storage.read(e).fileTtlMs),
     admission: admission.read(e),
     // long enough for a running execution to finish by default
     shutdownTimeoutMs: base.shutdownTimeoutMs ?? limitSettings.timeoutMs + 10_000,
-    storage: storage.read(e),
+    storage: readStorage(e),
+    /** null: one process, shared state in its memory and DATA_DIR (the default); else the replicas' Redis */
+    cluster: readCluster(e, storage.read(e).backend),
     /** builds of compiled programs kept per owner, in the server's memory (0: none) */
     compile: compile.read(e),
     maxBodyBytes: base.maxBodyBytes,
@@ -263,6 +299,30 @@ function buildConfig (e: Record<string, unknown>) {
     /** log submitted code at debug level (only with LOG_LEVEL=debug) */
     logCode: base.logCode,
   }
+}
+
+export type S3Config = NonNullable<ReturnType<typeof readStorage>['s3']>
+
+function readStorage (e: Record<string, unknown>) {
+  const settings = storage.read(e)
+  if (settings.backend === 'local') return { ...settings, s3: null }
+  const bucket = s3.read(e)
+  if (bucket.bucket === undefined) throw new ConfigError('invalid configuration:\n  S3_BUCKET: STORAGE=s3 needs the bucket\'s name')
+  if ((bucket.accessKeyId === undefined) !== (bucket.secretAccessKey === undefined)) {
+    throw new ConfigError('invalid configuration:\n  S3_ACCESS_KEY_ID: set it together with S3_SECRET_ACCESS_KEY, or neither (the SDK\'s own credentials)')
+  }
+  return { ...settings, s3: { ...bucket, bucket: bucket.bucket } }
+}
+
+export type ClusterConfig = NonNullable<ReturnType<typeof readCluster>>
+
+function readCluster (e: Record<string, unknown>, backend: 'local' | 's3') {
+  const settings = cluster.read(e)
+  if (settings.redisUrl === undefined) return null
+  if (backend !== 's3') {
+    throw new ConfigError('invalid configuration:\n  STORAGE: replicas sharing REDIS_URL must share their files too: set STORAGE=s3 (a local disk is one replica\'s)')
+  }
+  return { redisUrl: settings.redisUrl, prefix: settings.redisPrefix }
 }
 
 function readSessions (e: Record<string, unknown>, workdirBytes: number, fileTtlMs: number): SessionSettings {

@@ -28,8 +28,10 @@ export const errors = {
   invalidId: defineError('invalid_id', 400),
   invalidExecutionProfile: defineError('invalid_execution_profile', 400),
   unauthorized: defineError('unauthorized', 401),
+  permissionDenied: defineError('permission_denied', 403),
   fileNotFound: defineError('file_not_found', 404),
   notFound: defineError('not_found', 404),
+  conflict: defineError('conflict', 409),
   executionProfileMismatch: defineError('execution_profile_mismatch', 409),
   statefulWorkspaceUnsupported: defineError('stateful_workspace_unsupported', 409),
   payloadTooLarge: defineError('payload_too_large', 413),
@@ -39,6 +41,8 @@ export const errors = {
   internal: defineError('internal_error', 500),
   jailUnavailable: defineError('jail_unavailable', 503),
   shuttingDown: defineError('shutting_down', 503),
+  storageUnavailable: defineError('storage_unavailable', 503),
+  clusterUnavailable: defineError('cluster_unavailable', 503),
 } as const
 
 export type ErrorCode = (typeof errors)[keyof typeof errors]['code']
@@ -83,6 +87,10 @@ export const WARDEN_ERRORS = {
   liveNotFound: 'WARDEN_LIVE_NOT_FOUND',
   /** tool results that do not answer the paused round's calls (one each, no others) */
   invalidToolResults: 'WARDEN_INVALID_TOOL_RESULTS',
+  /** the object store (STORAGE=s3) did not answer or refused: nothing was stored or read */
+  storageUnavailable: 'WARDEN_STORAGE_UNAVAILABLE',
+  /** Redis (REDIS_URL), which every replica shares, did not answer: nothing shared was changed */
+  clusterUnavailable: 'WARDEN_CLUSTER_UNAVAILABLE',
 } as const
 
 export type WardenErrorCode = (typeof WARDEN_ERRORS)[keyof typeof WARDEN_ERRORS]

@@ -30,6 +30,8 @@ export class Metrics {
   private readonly ptcToolCalls: Counter
   /** paused and running tool-calling runs, once the API has made its ProgrammaticRuns */
   private programmatic: (() => { running: number, paused: number }) | null = null
+  /** the replicas this one sees in the shared Redis (REDIS_URL) */
+  private cluster: (() => { replicasAlive: number, redisReachable: boolean }) | null = null
 
   private readonly liveEvents: Counter<'kind' | 'event'>
   private readonly kernelEvents: Counter<'event'>
@@ -77,6 +79,7 @@ export class Metrics {
     this.ptcRounds = new Counter({ name: 'warden_ptc_rounds_total', help: 'Rounds of tool calls: pauses of a run for its client to call tools', registers })
     this.ptcToolCalls = new Counter({ name: 'warden_ptc_tool_calls_total', help: 'Tool calls asked of clients by programmatic runs', registers })
     programmaticRunsGauge(registers, () => this.programmatic?.() ?? { running: 0, paused: 0 })
+    clusterGauges(registers, () => this.cluster?.() ?? null)
     const storage = this.storage.bind(this)
     const storageGauge = (name: string, help: string, read: (usage: { files: number, bytes: number }) => number) =>
       new Gauge({ name, help, registers, async collect () { this.set(read(await storage(store))) } })
@@ -109,6 +112,10 @@ export class Metrics {
 
   recordLive (event: string, kind: string): void {
     this.liveEvents.inc({ kind, event })
+  }
+
+  watchCluster (view: () => { replicasAlive: number, redisReachable: boolean }): void {
+    this.cluster = view
   }
 
   watchProgrammatic (stats: () => { running: number, paused: number }): void {
@@ -159,10 +166,20 @@ export class Metrics {
   private async storage (store: FileStore): Promise<{ files: number, bytes: number }> {
     // walking the store on every scrape would cost more than the information is worth
     if (this.storageCache === null || Date.now() - this.storageCache.at > STORAGE_CACHE_MS) {
-      this.storageCache = { at: Date.now(), value: await store.usage() }
+      // a store that does not answer (S3 away) keeps the last figures: a scrape must not fail with it
+      const value = await store.usage().catch(() => this.storageCache?.value ?? { files: 0, bytes: 0 })
+      this.storageCache = { at: Date.now(), value }
     }
     return this.storageCache.value
   }
+}
+
+/** The cluster view (REDIS_URL), read when scraped; zeros for one process. */
+function clusterGauges (registers: Registry[], view: () => { replicasAlive: number, redisReachable: boolean } | null): Gauge[] {
+  return [
+    new Gauge({ name: 'warden_cluster_replicas', help: 'Replicas alive in the shared Redis, this one included (0 for one process or while Redis does not answer)', registers, collect () { this.set(view()?.replicasAlive ?? 0) } }),
+    new Gauge({ name: 'warden_cluster_redis_up', help: 'Whether this replica\'s last heartbeat reached Redis (0 for one process)', registers, collect () { this.set(view()?.redisReachable === true ? 1 : 0) } }),
+  ]
 }
 
 /** Live workers by kind, read when scraped. */

@@ -36,6 +36,7 @@ async function main (): Promise<void> {
     live: services.live,
     kernels: services.kernels,
     workspaces: services.workspaces,
+    cluster: services.cluster,
     state: services.state,
     languages: services.languages,
     metrics: services.metrics,

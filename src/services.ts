@@ -20,8 +20,13 @@ import { KernelManager } from './live/kernels.ts'
 import { LiveWorkers, type LiveStats } from './live/registry.ts'
 import type { FileStore } from './storage/file-store.ts'
 import { openLocalFileStore } from './storage/local-file-store.ts'
+import { openS3FileStore } from './storage/s3-file-store.ts'
 import { startRetentionSweeper } from './storage/retention.ts'
-import { WorkspaceStore } from './storage/workspaces.ts'
+import { WorkspaceStore, type Workspaces } from './storage/workspaces.ts'
+import type { Redis } from 'ioredis'
+import { connectRedis } from './cluster/redis.ts'
+import { SharedWorkspaceStore } from './cluster/shared-workspaces.ts'
+import { ReplicaRegistry, type ClusterView } from './cluster/replicas.ts'
 
 const SANDBOX_SOURCE = path.resolve(import.meta.dirname, '..', 'sandbox')
 /** a language's prepared workers go after this long without a request for it */
@@ -36,6 +41,8 @@ export interface ServiceState {
   cgroups: Cgroups | null
   pool: PoolStats
   live: LiveStats | null
+  /** the replicas as this one sees them (REDIS_URL); absent or null for one process */
+  cluster?: ClusterView | null
   languages: LanguageAvailability
   selfTest: SelfTestReport | null
   warnings: string[]
@@ -45,7 +52,9 @@ export interface Services {
   store: FileStore
   /** light workers for programs that need no data stack, when the light zygote is on */
   flavorOf: FlavorOf
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
+  /** the replicas' shared Redis (REDIS_URL); null for one process (the default) */
+  cluster: { redis: Redis, prefix: string } | null
   pool: WorkerProvider
   /** kernels and paused runs; null in the benchmark's cold mode */
   live: LiveWorkers | null
@@ -71,8 +80,11 @@ export class StartupError extends Error {
 /** Build everything behind the HTTP layer: store, jail driver, cgroups, zygotes and the worker pool. */
 export async function startServices (config: Config, log: Logger): Promise<Services> {
   const warnings: string[] = []
-  const store = await openLocalFileStore(config.dataDir, log)
-  const workspaces = await WorkspaceStore.open(config.dataDir)
+  const store = await openFileStore(config, log)
+  const cluster = config.cluster === null ? null : { redis: await connectShared(config.cluster.redisUrl), prefix: config.cluster.prefix }
+  const workspaces = cluster === null ? await WorkspaceStore.open(config.dataDir) : new SharedWorkspaceStore(cluster.redis, cluster.prefix)
+  const replicas = cluster === null ? null : new ReplicaRegistry(cluster.redis, cluster.prefix)
+  await replicas?.join()
   const drivers = await findJailDrivers(config.jail).catch((error: Error) => { throw new StartupError(error.message) })
   const detection = await detectCgroups({ instance: instanceName(), mode: config.jail.cgroups, pythonPath: config.jail.pythonPath })
   const cgroups = detection.ok ? detection.cgroups : null
@@ -126,6 +138,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     : new LiveWorkers({ spawn: async (flavor) => await warm.adopt(flavor) ?? await warm.spawn(flavor) }, { ...config.live, max: capacity.liveMax }, log.child({ component: 'live' }))
   const kernels = live === null ? null : new KernelManager({ live, settings: config.jupyter, limits: config.limits, log: log.child({ component: 'kernels' }) })
   metrics = new Metrics(() => pool.stats(), store, () => live?.stats() ?? null)
+  if (replicas !== null) metrics.watchCluster(() => replicas.view())
   if (live !== null) live.onChange((event, worker) => metrics?.recordLive(event, worker.kind))
   let selfTest: SelfTestReport | null = null
   const sweeper = startRetentionSweeper(store, { ttlMs: config.storage.fileTtlMs, intervalMs: config.storage.sweepIntervalMs }, log)
@@ -137,6 +150,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     store,
     flavorOf: (program, code) => chooseFlavor(program, code, stdlib),
     workspaces,
+    cluster,
     pool,
     live,
     kernels,
@@ -150,7 +164,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       return selfTest
     },
     languages,
-    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings }),
+    state: () => ({ startedAt: started, version: VERSION, driver, cgroups, pool: pool.stats(), live: live?.stats() ?? null, languages, selfTest, warnings, cluster: replicas?.view() ?? null }),
     close: async () => {
       await sweeper.stop()
       await workspaceSweeper.stop()
@@ -160,7 +174,28 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
       await Promise.all(zygotes.map(async (set) => await set.close()))
       await cgroups?.close()
       await runtime.remove()
+      await replicas?.leave()
+      cluster?.redis.disconnect()
     },
+  }
+}
+
+/** STORAGE: local disk under DATA_DIR (the default), or an S3-compatible bucket every replica shares. */
+async function openFileStore (config: Config, log: Logger): Promise<FileStore> {
+  const s3 = config.storage.s3
+  if (s3 === null) return await openLocalFileStore(config.dataDir, log)
+  try {
+    return await openS3FileStore(s3, log.child({ component: 'storage' }))
+  } catch (error) {
+    throw new StartupError(`the S3 bucket ${s3.bucket} cannot be reached (STORAGE=s3): ${(error as Error).message}`)
+  }
+}
+
+async function connectShared (url: string): Promise<Redis> {
+  try {
+    return await connectRedis(url)
+  } catch (error) {
+    throw new StartupError(`Redis cannot be reached (REDIS_URL): ${(error as Error).message}`)
   }
 }
 

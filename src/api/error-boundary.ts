@@ -19,6 +19,8 @@ const FROM_WARDEN: Record<WardenErrorCode, (error: WardenError, draining: boolea
   [WARDEN_ERRORS.invalidFileKind]: (error) => errors.invalidRequest(error.message),
   [WARDEN_ERRORS.fileTooLarge]: (error) => errors.payloadTooLarge(error.message),
   [WARDEN_ERRORS.invalidToolResults]: (error) => errors.invalidRequest(error.message),
+  [WARDEN_ERRORS.storageUnavailable]: (error) => errors.storageUnavailable(error.message, {}, { cause: error }),
+  [WARDEN_ERRORS.clusterUnavailable]: (error) => errors.clusterUnavailable(error.message, {}, { cause: error }),
 }
 
 function rateLimited (error: WardenError): ApiError {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { errors } from '../errors.ts'
-import type { UserConcurrency } from '../exec/admission.ts'
+import type { Admission } from '../exec/admission.ts'
 import type { Metrics } from '../metrics.ts'
 import { execute, type ExecDeps, type ExecutionResult } from '../exec/execute.ts'
 import type { WorkspaceRequest } from '../exec/workspace.ts'
@@ -13,7 +13,7 @@ import { ExecBodySchema, ExecResponseSchema, type ExecBody, type ExecResponse } 
 
 export interface ExecRouteDeps extends ExecDeps {
   languages: LanguageAvailability
-  admission: UserConcurrency
+  admission: Admission
   metrics: Metrics
   /** log the submitted code at debug level (LOG_CODE=true) */
   logCode: boolean
@@ -37,7 +37,7 @@ export const execRoutes: FastifyPluginAsync<ExecRouteDeps> = async (app, deps) =
     if (deps.logCode) request.log.debug({ language: language.id, code: body.code, args: body.args }, 'code submitted')
     let leave: () => void
     try {
-      leave = deps.admission.enter(identity)
+      leave = await deps.admission.enter(identity)
     } catch (error) {
       deps.metrics.recordRejected(language.id)
       throw error

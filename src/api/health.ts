@@ -41,6 +41,11 @@ export const HealthReportSchema = z.object({
     durationMs: z.number(),
     checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
   }).nullable().describe('the startup canaries run in real jails; null while they run'),
+  cluster: z.object({
+    replica_id: z.string(),
+    replicas_alive: z.number().describe('replicas whose heartbeat reached the shared Redis in the last 3 s, this one included'),
+    redis_reachable: z.boolean(),
+  }).nullable().describe('null for one process (no REDIS_URL)'),
   warnings: z.array(z.string()),
 })
 export type HealthReport = z.infer<typeof HealthReportSchema>
@@ -83,6 +88,9 @@ export function toHealthReport (state: ServiceState): HealthReport {
       ? null
       : { workers: live.live, max: live.max, by_kind: live.byKind, created: live.created, ended: live.ended },
     self_test: selfTest,
+    cluster: state.cluster === null || state.cluster === undefined
+      ? null
+      : { replica_id: state.cluster.replicaId, replicas_alive: state.cluster.replicasAlive, redis_reachable: state.cluster.redisReachable },
     warnings,
   }
 }

@@ -69,7 +69,7 @@ export const programmaticRoutes: FastifyPluginAsync<ProgrammaticRouteDeps> = asy
     if (body.tools.length === 0) {
       // no tools to call: the same run /exec makes
       const language = availableLanguage(lang, deps.languages)
-      const leave = deps.admission.enter(identity)
+      const leave = await deps.admission.enter(identity)
       const result = await execute({ ...execution, language }, deps).finally(leave)
       deps.metrics.recordExecution(language.id, result)
       return toWire(answerFor(result))

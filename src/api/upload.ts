@@ -85,7 +85,8 @@ export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store,
       })
     } catch (error) {
       // all or nothing: one bad part and none of the files stays
-      await Promise.all(stored.map((file) => store.delete(file.storageSessionId, file.id)))
+      // a store that failed (S3 away) may fail these too: the upload's own error is the one to answer
+      await Promise.all(stored.map(async (file) => await store.delete(file.storageSessionId, file.id).catch(() => false)))
       throw translateUploadError(error, maxUploadBytes)
     }
     if (stored.length === 0) throw errors.invalidRequest('No file was uploaded; send it in the "file" form field.')
@@ -123,7 +124,7 @@ export const uploadRoutes: FastifyPluginAsync<UploadDeps> = async (app, { store,
         }
       })
     } catch (error) {
-      await Promise.all(results.flatMap((result) => result.status === 'success' ? [store.delete(storageSessionId, result.fileId)] : []))
+      await Promise.all(results.flatMap((result) => result.status === 'success' ? [store.delete(storageSessionId, result.fileId).catch(() => false)] : []))
       throw translateUploadError(error, maxUploadBytes)
     }
     const succeeded = results.filter((result) => result.status === 'success').length

@@ -2,10 +2,19 @@ import type { Identity } from '../auth/identity.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 
 /**
+ * Counts one user's executions in and out: the process's own count (below, the default), or the replicas'
+ * shared one (`cluster/shared-concurrency.ts`), which needs a round trip and so may answer later.
+ */
+export interface Admission {
+  /** Count an execution in, or refuse with 429; call the returned function when it is over. */
+  enter (identity: Identity): (() => void) | Promise<() => void>
+}
+
+/**
  * A cap on one user's executions at a time, so one conversation cannot take every worker. Only users
  * the request names count: a trusted service acting for no one in particular is not capped here.
  */
-export class UserConcurrency {
+export class UserConcurrency implements Admission {
   private readonly running = new Map<string, number>()
 
   constructor (private readonly limit: number) {}

@@ -1,6 +1,6 @@
 import type { Identity } from '../auth/identity.ts'
 import type { ExecutionLimits, SessionSettings } from '../config.ts'
-import type { WorkspaceStore } from '../storage/workspaces.ts'
+import type { Workspaces } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { ArtifactExchange, Program, RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
@@ -63,7 +63,7 @@ export interface ExecDeps {
   flavorOf?: FlavorOf
   workers: WorkerSource
   limits: ExecutionLimits
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
   sessions: SessionSettings
   /** told of a failure that does not fail the request (a fresh session's record not written) */
   onBackgroundError?: (error: unknown) => void

@@ -30,7 +30,7 @@ export function importedModules (code: string): string[] {
  * time: a light worker imports pandas itself when asked.
  */
 export function chooseFlavor (program: Program, code: string, stdlib: ReadonlySet<string>): Flavor {
-  if (program.runner === 'steps') return 'light'
+  if (program.runner === 'steps' || program.runner === 'terminal') return 'light'
   if (program.cell !== undefined || stdlib.size === 0 || DYNAMIC_IMPORT.test(code)) return 'data'
   return importedModules(code).every((name) => stdlib.has(name)) ? 'light' : 'data'
 }

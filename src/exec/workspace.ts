@@ -3,7 +3,7 @@ import { canAccess, ownerFor, type Identity } from '../auth/identity.ts'
 import type { SessionSettings } from '../config.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { isId, newId } from '../storage/ids.ts'
-import type { WorkspaceDelta, WorkspaceKind, WorkspaceLimits, WorkspaceStore } from '../storage/workspaces.ts'
+import type { WorkspaceDelta, WorkspaceKind, WorkspaceLimits, Workspaces } from '../storage/workspaces.ts'
 import { formatBytes } from '../units.ts'
 import type { ResolvedInput } from './inputs.ts'
 
@@ -31,7 +31,7 @@ export interface WorkspacePlan {
 
 export interface WorkspaceDeps {
   store: FileStore
-  workspaces: WorkspaceStore
+  workspaces: Workspaces
   settings: SessionSettings
 }
 

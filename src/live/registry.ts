@@ -7,8 +7,8 @@ import type { Run, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
 import type { Flavor } from '../pool/worker-pool.ts'
 
-/** What a live worker is for: a Jupyter kernel, or a programmatic tool-calling run paused between rounds. */
-export type LiveKind = 'kernel' | 'ptc'
+/** What a live worker is for: a Jupyter kernel, a programmatic tool-calling run paused between rounds, or an Open WebUI user's terminal. */
+export type LiveKind = 'kernel' | 'ptc' | 'terminal'
 export type LiveEndReason = 'stopped' | 'expired' | 'died' | 'shutdown'
 
 /** Where live workers come from: workers of the flavor asked for, outside the single-use pool's budget. */
@@ -130,7 +130,7 @@ export class LiveWorkers {
     if (this.closing) throw new WardenError(WARDEN_ERRORS.jailUnavailable, 'Warden is shutting down.')
     const keys = [kind, `${kind}\u0000${ownerKey(owner)}`]
     const [ofKind = 0, ofOwner = 0] = keys.map((key) => this.reservedBy.get(key) ?? 0)
-    const noun = kind === 'kernel' ? 'kernels' : 'paused tool-calling runs'
+    const noun = { kernel: 'kernels', ptc: 'paused tool-calling runs', terminal: 'terminals' }[kind]
     if (this.reserved >= this.settings.max || ofKind >= caps.max) {
       throw new WardenError(WARDEN_ERRORS.liveCapacity, `The server holds as many ${noun} as it may (${Math.min(this.settings.max, caps.max)}).`, { retryAfterSeconds: 10 })
     }

@@ -22,6 +22,7 @@ export const FrameType = {
   done: 0x58, // X  the run is over: JSON {exit_code, signal, deleted, notes, discarded, ...}
   failed: 0x46, // F  JSON {message}: the worker could not set itself up or broke down
   prepared: 0x50, // P  JSON {prepare_ms}: an interpreter was started ahead and waits for its program
+  terminal: 0x54, // T  both ways, in a terminal run: 4-byte big-endian channel number, then raw bytes
   artifact: 0x41, // A  JSON {files: [{name, size}]}: the build's artifacts, DATA frames follow (compile cache)
 } as const
 
@@ -32,6 +33,21 @@ export const HEADER_BYTES = 5
 export const MAX_FRAME_PAYLOAD = 1 << 20
 export const DATA_CHUNK_BYTES = 256 * 1024
 export const MARKER_BYTES = 16
+export const CHANNEL_BYTES = 4
+
+/** Bytes of one terminal channel (sandbox/terminal.py), in frames of at most MAX_FRAME_PAYLOAD. */
+export function encodeChannelBytes (channel: number, bytes: Uint8Array): Buffer {
+  const parts: Uint8Array[] = []
+  const room = MAX_FRAME_PAYLOAD - CHANNEL_BYTES
+  for (let offset = 0; offset === 0 || offset < bytes.length; offset += room) {
+    const piece = bytes.subarray(offset, offset + room)
+    const header = frameHeader(FrameType.terminal, CHANNEL_BYTES + piece.length)
+    const number = Buffer.allocUnsafe(CHANNEL_BYTES)
+    number.writeUInt32BE(channel, 0)
+    parts.push(header, number, piece)
+  }
+  return Buffer.concat(parts)
+}
 
 export interface Frame { type: number, payload: Buffer }
 

@@ -1,7 +1,7 @@
 import type { CgroupCounters } from '../jail/cgroup.ts'
 import { EventQueue } from './event-queue.ts'
 import { randomBytesFromPool } from './random-pool.ts'
-import { DATA_CHUNK_BYTES, FrameType, MARKER_BYTES, RunStream, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
+import { CHANNEL_BYTES, DATA_CHUNK_BYTES, FrameType, MARKER_BYTES, RunStream, encodeChannelBytes, encodeFrame, encodeJsonMessage, type Frame } from './protocol.ts'
 
 /** An input file streamed into the worker before the code starts. */
 export interface WorkerInput {
@@ -62,6 +62,8 @@ export type Program =
   /** `prepare`: a worker prepared with it runs the steps in that interpreter, any other as processes */
   /** `artifacts`: files of {dir} the build steps make and the run step needs (what the compile cache keeps) */
   | { runner: 'steps', sourceFile: string, steps: ProgramStep[], env?: Record<string, string>, prepare?: PreparedStart, artifacts?: readonly string[] }
+  /** an Open WebUI user's terminal (sandbox/terminal.py): requests and channel bytes until it is closed */
+  | { runner: 'terminal', settings: { max_log_bytes: number, max_reply_bytes: number } }
 
 export interface WorkerJob {
   program: Program
@@ -90,6 +92,8 @@ export type RunEvent =
   | { type: 'stderr', chunk: Buffer }
   /** a JSON message from the running code (a tool call, display data) */
   | { type: 'message', message: Record<string, unknown> }
+  /** bytes of a terminal channel (a shell's output, a file being downloaded) */
+  | { type: 'channel', channel: number, chunk: Buffer }
 
 export interface RunResult {
   exitCode: number | null
@@ -185,7 +189,7 @@ export class Run {
   readonly syncSeed = randomBytesFromPool(MARKER_BYTES)
 
   constructor (private readonly link: RunLink, private readonly job: WorkerJob, readonly marker: Buffer, private readonly maxMessageBytes: number) {
-    const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' ? event.chunk.length : 256
+    const size = (event: RunEvent) => event.type === 'stdout' || event.type === 'stderr' || event.type === 'channel' ? event.chunk.length : 256
     this.events = new EventQueue<RunEvent>(size, (paused) => link.pressure('events', paused))
     this.stdout = new RunStream(marker, (chunk) => this.events.push({ type: 'stdout', chunk }), this.syncSeed)
     this.stderr = new RunStream(marker, (chunk) => this.events.push({ type: 'stderr', chunk }), this.syncSeed)
@@ -197,6 +201,11 @@ export class Run {
     const frame = encodeJsonMessage(FrameType.message, message)
     if (frame.length > this.maxMessageBytes + 64) throw new RangeError('the message is larger than the worker accepts')
     await this.link.write(frame)
+  }
+
+  /** Bytes for a terminal channel (keystrokes, an upload); rejects when the worker is gone. */
+  async sendChannel (channel: number, bytes: Uint8Array): Promise<void> {
+    await this.link.write(encodeChannelBytes(channel, bytes))
   }
 
   /** SIGINT to the running code: Python raises KeyboardInterrupt, a process group gets the signal. */
@@ -311,6 +320,7 @@ export class Run {
             ...(program.prepare === undefined ? {} : { prepare: { key: program.prepare.key } }),
           }
         : {}),
+      ...(program.runner === 'terminal' ? { terminal: program.settings } : {}),
     }
     await this.link.write(encodeJsonMessage(FrameType.job, message))
     for (const input of this.job.inputs) {
@@ -421,6 +431,10 @@ export class Run {
         await output?.close(typeof size === 'number' ? size : -1)
         return
       }
+      case FrameType.terminal:
+        if (this.job.program.runner !== 'terminal' || frame.payload.length < CHANNEL_BYTES) return this.onProtocolViolation('a terminal frame outside a terminal run')
+        this.events.push({ type: 'channel', channel: frame.payload.readUInt32BE(0), chunk: frame.payload.subarray(CHANNEL_BYTES) })
+        return
       case FrameType.done:
         this.doneMessage = parseJson(frame.payload) ?? {}
         this.phases.doneMs = this.elapsed()

@@ -1,14 +1,11 @@
 import fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { z } from 'zod'
-import { WARDEN_ERRORS, WardenError } from '../errors.ts'
-import { contentTypeFor } from './content-type.ts'
-import { validateFileName } from './file-names.ts'
 import { syncDir, writeDurably } from './durable-fs.ts'
-import { FILE_KINDS, FileTooLargeError } from './file-store.ts'
+import { FileTooLargeError } from './file-store.ts'
 import type { FileStore, FileWriter, NewFile, StorageLog, StoredFile } from './file-store.ts'
-import { ID_PATTERN, isId, newId } from './ids.ts'
+import { isId, newId } from './ids.ts'
+import { byCreation, parseMetadata, pendingMetadata, putThrough, toStoredFile, type Metadata } from './metadata.ts'
 
 /**
  * Layout under DATA_DIR (one Warden process per directory):
@@ -30,26 +27,6 @@ const DATA = '.data'
 const META = '.json'
 
 const silentLog: StorageLog = { info () {}, warn () {} }
-
-/**
- * What `.json` holds: a StoredFile without lastUsedAt. The storage session id is `sessionId` on disk, as
- * it has been since the first release: data directories written by earlier versions stay readable.
- */
-const MetadataSchema = z.object({
-  id: z.string().regex(ID_PATTERN),
-  sessionId: z.string().regex(ID_PATTERN),
-  // the name becomes a path in the jail: a tampered one must not get past the store
-  name: z.string().refine((name) => validateFileName(name).ok),
-  size: z.number().int().nonnegative(),
-  contentType: z.string().min(1),
-  kind: z.enum(FILE_KINDS),
-  resourceId: z.string().optional(),
-  version: z.number().optional(),
-  readOnly: z.boolean().optional(),
-  owner: z.object({ tenant: z.string(), user: z.string() }),
-  createdAt: z.iso.datetime(),
-})
-type Metadata = z.infer<typeof MetadataSchema>
 
 /**
  * Open (creating if needed) the store under `dataDir` and recover from a crash: empties `tmp/` and
@@ -75,23 +52,7 @@ class DiskFileStore implements LocalFileStore {
   }
 
   async create (file: NewFile, maxBytes: number): Promise<FileWriter> {
-    if (!isId(file.storageSessionId)) throw new WardenError(WARDEN_ERRORS.invalidId, 'The session id is not a 21-character id.')
-    const check = validateFileName(file.name)
-    if (!check.ok) throw new WardenError(WARDEN_ERRORS.invalidFileName, check.reason)
-    if (!FILE_KINDS.includes(file.kind)) throw new WardenError(WARDEN_ERRORS.invalidFileKind, `Unknown file kind: ${String(file.kind)}.`)
-    if (!(maxBytes >= 0)) throw new RangeError('maxBytes must be a non-negative number')
-
-    const base = {
-      id: newId(),
-      sessionId: file.storageSessionId,
-      name: check.name,
-      contentType: contentTypeFor(check.name, file.contentType),
-      kind: file.kind,
-      ...(file.resourceId !== undefined && { resourceId: file.resourceId }),
-      ...(file.version !== undefined && { version: file.version }),
-      ...(file.readOnly === true && { readOnly: true }),
-      owner: { tenant: file.owner.tenant, user: file.owner.user },
-    }
+    const base = pendingMetadata(file, maxBytes)
     const tmpPath = path.join(this.#tmpDir, newId())
     const handle = await fs.open(tmpPath, 'wx', FILE_MODE)
     return new DiskFileWriter(handle, tmpPath, maxBytes, (size) =>
@@ -99,14 +60,7 @@ class DiskFileStore implements LocalFileStore {
   }
 
   async put (file: NewFile, source: AsyncIterable<Uint8Array>, maxBytes: number): Promise<StoredFile> {
-    const writer = await this.create(file, maxBytes)
-    try {
-      for await (const chunk of source) await writer.write(chunk)
-      return await writer.commit()
-    } catch (err) {
-      await writer.abort()
-      throw err
-    }
+    return await putThrough(await this.create(file, maxBytes), source)
   }
 
   async get (storageSessionId: string, fileId: string): Promise<StoredFile | null> {
@@ -300,8 +254,8 @@ class DiskFileStore implements LocalFileStore {
     } finally {
       await handle.close()
     }
-    const metadata = parseMetadata(text)
-    if (metadata === null || metadata.id !== fileId || metadata.sessionId !== storageSessionId) {
+    const metadata = parseMetadata(text, storageSessionId, fileId)
+    if (metadata === null) {
       this.log.warn({ sessionId: storageSessionId, fileId }, 'ignoring a stored file with unreadable metadata')
       return null
     }
@@ -406,38 +360,6 @@ async function writeFully (handle: FileHandle, chunk: Uint8Array): Promise<void>
     const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset)
     offset += bytesWritten
   }
-}
-
-function parseMetadata (text: string): Metadata | null {
-  try {
-    const parsed = MetadataSchema.safeParse(JSON.parse(text))
-    return parsed.success ? parsed.data : null
-  } catch {
-    return null
-  }
-}
-
-function toStoredFile (metadata: Metadata, mtimeMs: number): StoredFile {
-  return {
-    id: metadata.id,
-    storageSessionId: metadata.sessionId,
-    name: metadata.name,
-    size: metadata.size,
-    contentType: metadata.contentType,
-    kind: metadata.kind,
-    ...(metadata.resourceId !== undefined && { resourceId: metadata.resourceId }),
-    ...(metadata.version !== undefined && { version: metadata.version }),
-    ...(metadata.readOnly === true && { readOnly: true }),
-    owner: { tenant: metadata.owner.tenant, user: metadata.owner.user },
-    createdAt: metadata.createdAt,
-    // utimes(Date) stores ...122.9999 ms for ...123: round, so a touch reads back as written
-    lastUsedAt: new Date(Math.round(mtimeMs)).toISOString(),
-  }
-}
-
-function byCreation (a: StoredFile, b: StoredFile): number {
-  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? -1 : 1
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
 }
 
 /** `<id><suffix>` -> id, or null for anything else in a session directory. */

@@ -19,7 +19,7 @@ export type WorkspaceKind = (typeof WORKSPACE_KINDS)[number]
 const FileRefSchema = z.object({ storageSessionId: z.string().regex(ID_PATTERN), fileId: z.string().regex(ID_PATTERN), size: z.number().int().nonnegative() })
 export type WorkspaceFileRef = z.infer<typeof FileRefSchema>
 
-const ManifestSchema = z.object({
+export const ManifestSchema = z.object({
   id: z.string().regex(ID_PATTERN),
   kind: z.enum(WORKSPACE_KINDS),
   owner: FileOwnerSchema,
@@ -27,6 +27,7 @@ const ManifestSchema = z.object({
   files: z.record(z.string(), FileRefSchema),
   createdAt: z.iso.datetime(),
 })
+export type Manifest = z.infer<typeof ManifestSchema>
 /** A workspace as read: its manifest, and its last use (the manifest file's mtime, so a use is a utimes). */
 export type Workspace = z.infer<typeof ManifestSchema> & { lastUsedAt: string }
 
@@ -80,19 +81,7 @@ export class WorkspaceStore {
         await fs.utimes(this.file(id), new Date(), new Date())
         return []
       }
-      const files = { ...current?.files }
-      for (const name of delta.remove) delete files[name]
-      const dropped: string[] = []
-      for (const [name, ref] of Object.entries(delta.put)) {
-        const others = Object.entries(files).filter(([other]) => other !== name)
-        const bytes = others.reduce((sum, [, file]) => sum + file.size, 0) + ref.size
-        if (others.length + 1 > limits.maxFiles || bytes > limits.maxBytes) {
-          dropped.push(name)
-          delete files[name]
-          continue
-        }
-        files[name] = ref
-      }
+      const { files, dropped } = applyDelta(current?.files ?? {}, delta, limits)
       await this.write({ id, kind, owner, files, createdAt: current?.createdAt ?? now })
       return dropped
     })
@@ -135,12 +124,7 @@ export class WorkspaceStore {
     } catch {
       return null
     }
-    try {
-      const parsed = ManifestSchema.safeParse(JSON.parse(text))
-      return parsed.success && parsed.data.id === id ? { ...parsed.data, lastUsedAt: new Date(usedMs).toISOString() } : null
-    } catch {
-      return null
-    }
+    return parseManifest(text, id, usedMs)
   }
 
   private async write (workspace: z.infer<typeof ManifestSchema>): Promise<void> {
@@ -162,7 +146,38 @@ export class WorkspaceStore {
   }
 }
 
-function isNoChange (current: Workspace, delta: WorkspaceDelta): boolean {
+/** The workspaces as the execution pipeline uses them: this store (one process) or the replicas' (`cluster/`). */
+export type Workspaces = Pick<WorkspaceStore, 'get' | 'apply' | 'delete' | 'listOwned' | 'sweep'>
+
+/** The manifest in `text`, last used at `usedMs`, if it is well formed and is workspace `id`'s; else null. */
+export function parseManifest (text: string, id: string, usedMs: number): Workspace | null {
+  try {
+    const parsed = ManifestSchema.safeParse(JSON.parse(text))
+    return parsed.success && parsed.data.id === id ? { ...parsed.data, lastUsedAt: new Date(usedMs).toISOString() } : null
+  } catch {
+    return null
+  }
+}
+
+/** A run's changes applied to `current` within `limits`: files beyond them are not kept, newest changes last. */
+export function applyDelta (current: Manifest['files'], delta: WorkspaceDelta, limits: WorkspaceLimits): { files: Manifest['files'], dropped: string[] } {
+  const files = { ...current }
+  for (const name of delta.remove) delete files[name]
+  const dropped: string[] = []
+  for (const [name, ref] of Object.entries(delta.put)) {
+    const others = Object.entries(files).filter(([other]) => other !== name)
+    const bytes = others.reduce((sum, [, file]) => sum + file.size, 0) + ref.size
+    if (others.length + 1 > limits.maxFiles || bytes > limits.maxBytes) {
+      dropped.push(name)
+      delete files[name]
+      continue
+    }
+    files[name] = ref
+  }
+  return { files, dropped }
+}
+
+export function isNoChange (current: Workspace, delta: WorkspaceDelta): boolean {
   return delta.remove.every((name) => current.files[name] === undefined) &&
     Object.entries(delta.put).every(([name, ref]) => {
       const existing = current.files[name]

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { api, availableDrivers, exec, suiteContext, type RunningServer } from '../helpers/server.ts'
-import { jailProcesses, leftoverProcesses, startAttackServer, type Json } from './helpers.ts'
+import { availableDrivers, exec, suiteContext, type RunningServer } from '../helpers/server.ts'
+import { startAttackServer } from './helpers.ts'
+import { assertSettled, health } from './settled.ts'
 
 /**
  * Issue 9's chaos test: for ROUNDS rounds, one attacker run does random damage to everything it
@@ -49,10 +49,6 @@ function random (seed: number): () => number {
   }
 }
 
-async function health (server: RunningServer): Promise<Json> {
-  return await (await api(server, '/health')).json() as Json
-}
-
 for (const driver of availableDrivers()) {
   describe(`chaos: attackers beside ${VICTIMS} other users for ${ROUNDS} rounds (${driver}, seed ${SEED})`, () => {
     let server: RunningServer
@@ -85,22 +81,7 @@ for (const driver of availableDrivers()) {
       }
       assert.deepEqual([...attackerStatuses.keys()].filter((status) => status >= 500), [], `attackers got ${JSON.stringify([...attackerStatuses])}`)
 
-      let after: Json = {}
-      const deadline = Date.now() + 20_000
-      for (;;) {
-        after = await health(server)
-        const { pool } = after
-        const settled = pool.busy === 0 && pool.waiting === 0 && pool.starting === 0 && (pool.slots.spawning ?? 0) === 0 && (pool.slots.cleaning ?? 0) === 0
-        if (settled && leftoverProcesses(server).length === 0) break
-        if (Date.now() > deadline) assert.fail(`the pool did not settle: ${JSON.stringify(pool)}; leftovers ${JSON.stringify(leftoverProcesses(server))}`)
-        await sleep(100)
-      }
-      assert.equal(after.pool.jails_started, before.pool.jails_started, 'a zygote exited during the chaos')
-      assert.equal(after.pool.zygotes_alive, after.pool.zygotes)
-      assert.equal(after.pool.slots.dead ?? 0, 0, `slots were retired: ${JSON.stringify(after.pool.slots)}`)
-      assert.equal(after.pool.slots.occupied ?? 0, after.pool.warm, `every occupied slot holds a warm worker: ${JSON.stringify(after.pool)}`)
-      const warmWorkers = jailProcesses(server).filter((process) => process.cgroup.split('/').at(-1) !== 'zygote')
-      assert.equal(warmWorkers.length, after.pool.warm, `/health counts ${after.pool.warm} warm workers, the host sees ${warmWorkers.length}`)
+      await assertSettled(server, before)
       const { status, body } = await exec(server, { lang: 'py', code: 'print(6 * 7)' })
       assert.equal(status, 200)
       assert.equal(body.stdout, '42\n')

@@ -49,6 +49,8 @@ export interface ServerOptions {
   dataDir?: string
   /** a command the server is started under, e.g. setpriv dropping a capability as Docker does */
   launcher?: string[]
+  /** the API key (replicas of one deployment share theirs); a random one otherwise */
+  apiKey?: string
 }
 
 const START_TIMEOUT_MS = Number(process.env.TEST_SERVER_START_TIMEOUT_MS ?? 90_000)
@@ -59,7 +61,7 @@ const START_TIMEOUT_MS = Number(process.env.TEST_SERVER_START_TIMEOUT_MS ?? 90_0
  */
 export async function startServer (t: TestContext, options: ServerOptions): Promise<RunningServer> {
   const dataDir = options.dataDir ?? await mkdtemp(path.join(os.tmpdir(), 'warden-test-data-'))
-  const apiKey = 'test-key-' + Math.random().toString(36).slice(2)
+  const apiKey = options.apiKey ?? 'test-key-' + Math.random().toString(36).slice(2)
   const env = {
     ...process.env,
     HOST: '127.0.0.1',

@@ -60,7 +60,8 @@ test('an environment with only AUTH=none loads every documented default', () => 
   assert.equal(config.pool.max, 8)
   assert.equal(config.pool.zygotes, 1)
   assert.equal(config.pool.mode, 'warm')
-  assert.deepEqual(config.storage, { maxUploadBytes: 150 * MiB, fileTtlMs: 24 * 3_600_000, sweepIntervalMs: 10 * 60_000 })
+  assert.deepEqual(config.storage, { backend: 'local', maxUploadBytes: 150 * MiB, fileTtlMs: 24 * 3_600_000, sweepIntervalMs: 10 * 60_000, s3: null })
+  assert.equal(config.cluster, null, 'one process, nothing shared: the default')
   assert.equal(config.maxBodyBytes, 16 * MiB)
 })
 
@@ -290,4 +291,15 @@ test('AUTH=none on a non-loopback address is refused unless ALLOW_UNAUTHENTICATE
   assert.throws(() => loadConfig({ AUTH: 'none', HOST: '0.0.0.0' }), /AUTH: none serves only on a loopback address/)
   assert.deepEqual(loadConfig({ AUTH: 'none', HOST: '0.0.0.0', ALLOW_UNAUTHENTICATED_REMOTE: 'true' }).auth.methods, ['none'])
   assert.deepEqual(loadConfig({ AUTH: 'none', HOST: '::1' }).auth.methods, ['none'])
+})
+
+test('STORAGE=s3 needs a bucket and both keys or neither; REDIS_URL needs STORAGE=s3', () => {
+  assertRejected({ STORAGE: 's3' }, 'S3_BUCKET')
+  assertRejected({ STORAGE: 's3', S3_BUCKET: 'files', S3_ACCESS_KEY_ID: 'key' }, 'S3_ACCESS_KEY_ID')
+  assertRejected({ STORAGE: 's3', S3_BUCKET: 'Not_A_Bucket' }, 'S3_BUCKET')
+  assertRejected({ REDIS_URL: 'redis://127.0.0.1:6379' }, 'STORAGE')
+  assertRejected({ STORAGE: 's3', S3_BUCKET: 'files', REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL')
+  const config = load({ STORAGE: 's3', S3_BUCKET: 'files', S3_ENDPOINT: 'http://127.0.0.1:9000', S3_FORCE_PATH_STYLE: 'true', REDIS_URL: 'redis://127.0.0.1:6379/2' })
+  assert.deepEqual(config.storage.s3, { endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', bucket: 'files', accessKeyId: undefined, secretAccessKey: undefined, forcePathStyle: true, prefix: 'warden/' })
+  assert.deepEqual(config.cluster, { redisUrl: 'redis://127.0.0.1:6379/2', prefix: 'warden:' })
 })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { test } from 'node:test'
+import { parse as parseYaml } from 'yaml'
 import { LANGUAGES } from '../../src/exec/languages/index.ts'
 
 const repo = path.resolve(import.meta.dirname, '..', '..')
@@ -149,4 +150,43 @@ test('the full image and CI install every language\'s runtime; the slim image on
       assert.match(ci, new RegExp(`npm install -g [^\\n]*"${npm}@`), `${id}: ${npm} from npm in .ci/run`)
     }
   }
+})
+
+test('the Helm chart\'s Deployment gives each replica what the Kubernetes Deployment gives its one, and shares a bucket and Redis', () => {
+  const deployment = read('deploy/helm/warden/templates/deployment.yaml')
+  assert.match(deployment, /drop: \[ALL\]\n\s+#[\s\S]*?add: \[SETUID, SETGID, CHOWN, KILL, SETFCAP\]/)
+  assert.match(deployment, /seccompProfile:\n\s+type: Localhost\n\s+localhostProfile: warden-seccomp\.json/)
+  assert.match(deployment, /appArmorProfile:\n\s+type: Localhost\n\s+localhostProfile: warden/)
+  assert.match(deployment, /procMount: Unmasked/)
+  assert.match(deployment, /allowPrivilegeEscalation: false/)
+  assert.match(deployment, /hostUsers: false/)
+  assert.match(deployment, /readinessProbe:\n\s+httpGet:\n\s+path: \/health\/ready/)
+  assert.match(deployment, /livenessProbe:\n\s+httpGet:\n\s+path: \/health\/live/)
+  assert.doesNotMatch(deployment, /privileged: true|SYS_ADMIN|persistentVolumeClaim/)
+  for (const name of ['STORAGE', 'S3_BUCKET', 'S3_ENDPOINT', 'S3_REGION', 'S3_FORCE_PATH_STYLE', 'S3_PREFIX', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'REDIS_URL', 'REDIS_PREFIX']) {
+    assert.match(deployment, new RegExp(`- name: ${name}\\n`), `the chart sets ${name}`)
+  }
+  assert.match(read('deploy/helm/warden/templates/pdb.yaml'), /kind: PodDisruptionBudget/)
+  assert.match(read('deploy/helm/warden/templates/hpa.yaml'), /kind: HorizontalPodAutoscaler/)
+  const values = parseYaml(read('deploy/helm/warden/values.yaml')) as { replicaCount: number, s3: { bucket: string }, redis: { url: string }, podDisruptionBudget: { enabled: boolean }, autoscaling: { enabled: boolean } }
+  assert.ok(values.replicaCount > 1)
+  assert.equal(values.podDisruptionBudget.enabled, true)
+  assert.equal(values.autoscaling.enabled, false)
+  assert.ok(values.s3.bucket !== '' && values.redis.url.startsWith('redis://'))
+})
+
+test('the cluster compose file runs three replicas, each as the single one is run, on one Redis and one bucket behind a balancer', () => {
+  type Service = { cap_drop?: string[], cap_add?: string[], security_opt?: string[], environment?: Record<string, string>, volumes?: string[] }
+  const single = (parseYaml(compose) as { services: Record<string, Service> }).services.warden!
+  const cluster = parseYaml(read('deploy/docker-compose.cluster.yml'), { merge: true }) as { services: Record<string, Service> }
+  const replicas = Object.keys(cluster.services).filter((name) => /^warden-\d$/.test(name))
+  assert.deepEqual(replicas, ['warden-1', 'warden-2', 'warden-3'])
+  for (const name of replicas) {
+    const replica = cluster.services[name]!
+    assert.deepEqual([replica.cap_drop, replica.cap_add, replica.security_opt], [single.cap_drop, single.cap_add, single.security_opt], name)
+    assert.equal(replica.environment?.STORAGE, 's3')
+    assert.equal(replica.environment?.REDIS_URL, 'redis://redis:6379/0')
+    assert.equal(replica.volumes, undefined, `${name} keeps nothing on its own disk`)
+  }
+  for (const name of ['redis', 'minio', 'bucket', 'balancer']) assert.ok(cluster.services[name], name)
 })

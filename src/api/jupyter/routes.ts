@@ -67,6 +67,18 @@ function identityOf (request: FastifyRequest): Identity {
 }
 
 /**
+ * @fastify/websocket, registered once at the root for every WebSocket route (Jupyter's channels, the
+ * terminal pane): a second registration would add a second upgrade listener that routes each upgrade again.
+ */
+export const webSockets = [websocket, {
+  options: {
+    maxPayload: MAX_CLIENT_MESSAGE_BYTES,
+    // the binary v1 framing when offered (@jupyterlab/services), else no subprotocol: legacy JSON (Open WebUI, the terminal pane)
+    handleProtocols: (protocols: Set<string>) => protocols.has(V1_SUBPROTOCOL) ? V1_SUBPROTOCOL : false,
+  },
+}] as const
+
+/**
  * The Jupyter Server subset Open WebUI and @jupyterlab/services use: kernels over REST, their channels
  * over a WebSocket, and the login Open WebUI's password mode needs. Every kernel is a live jailed worker.
  */
@@ -74,13 +86,6 @@ export const jupyterRoutes: FastifyPluginAsync<JupyterRouteDeps> = async (app, d
   const { kernels, auth } = deps
   await app.register(cookie)
   await app.register(formbody)
-  await app.register(websocket, {
-    options: {
-      maxPayload: MAX_CLIENT_MESSAGE_BYTES,
-      // the binary v1 framing when offered (@jupyterlab/services), else no subprotocol: legacy JSON (Open WebUI)
-      handleProtocols: (protocols) => protocols.has(V1_SUBPROTOCOL) ? V1_SUBPROTOCOL : false,
-    },
-  })
   // Open WebUI posts an empty body as application/octet-stream; @jupyterlab/services sends JSON
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {

@@ -4,7 +4,9 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { test } from 'node:test'
 import {
+  CHANNEL_BYTES,
   DATA_CHUNK_BYTES,
+  encodeChannelBytes,
   encodeFrame,
   encodeJsonMessage,
   encodeMessage,
@@ -39,15 +41,31 @@ import json
 print(json.dumps({
   "continued": frames.CONTINUED, "data": frames.DATA, "message": frames.MESSAGE, "job": frames.JOB,
   "ready": frames.READY, "started": frames.STARTED, "output": frames.OUTPUT, "outputEnd": frames.OUTPUT_END,
-  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED, "artifact": frames.ARTIFACT,
-  "header": frames.HEADER.size, "maxPayload": frames.MAX_PAYLOAD, "chunk": frames.CHUNK,
+  "done": frames.DONE, "failed": frames.FAILED, "prepared": frames.PREPARED, "artifact": frames.ARTIFACT, "terminal": frames.TERMINAL,
+  "channel": frames.CHANNEL.size, "header": frames.HEADER.size, "maxPayload": frames.MAX_PAYLOAD, "chunk": frames.CHUNK,
 }))`).toString('utf8'))
   assert.deepEqual(constants, {
     ...FrameType,
+    channel: CHANNEL_BYTES,
     header: HEADER_BYTES,
     maxPayload: MAX_FRAME_PAYLOAD,
     chunk: DATA_CHUNK_BYTES,
   })
+})
+
+test('terminal channel bytes: Python send_channel and encodeChannelBytes make the same frames, split at one frame\'s payload', () => {
+  const stdout = runPython(`
+fd = sys.stdout.fileno()
+frames.send_channel(fd, 7, bytes(range(256)) * 5000)
+frames.send_channel(fd, 4294967295, b"")
+`)
+  const bytes = Buffer.concat(Array.from({ length: 5000 }, () => allBytes))
+  assert.ok(stdout.equals(Buffer.concat([encodeChannelBytes(7, bytes), encodeChannelBytes(4294967295, Buffer.alloc(0))])))
+  const frames = new FrameDecoder(BUDGET).push(stdout)
+  assert.deepEqual(frames.map((frame) => frame.type), [FrameType.terminal, FrameType.terminal, FrameType.terminal])
+  assert.equal(frames[0]?.payload.readUInt32BE(0), 7)
+  assert.equal(frames[0]?.payload.length, MAX_FRAME_PAYLOAD)
+  assert.equal(frames[2]?.payload.readUInt32BE(0), 4294967295)
 })
 
 test('messages written by Python send/send_json decode identically with FrameDecoder, in any chunking', () => {
