@@ -27,8 +27,10 @@ async function runWith (artifacts: ArtifactExchange | 'capture', frames: Frame[]
     outputs: { open: async () => null },
     artifacts: exchange,
   }, randomBytes(MARKER_BYTES), 1 << 20)
-  const end = () => { run.onStdoutEnd(); run.onStderrEnd(); run.onControlEnd(); run.onExit(null, false) }
-  kill = end
+  // the worker's streams close once, and later than the kill that closes them (as a real worker's do)
+  let ended = false
+  const end = () => { if (ended) return; ended = true; run.onStdoutEnd(); run.onStderrEnd(); run.onControlEnd(); run.onExit(null, false) }
+  kill = () => { setImmediate(end) }
   await new Promise((resolve) => setImmediate(resolve))
   for (const [type, payload] of frames) run.onFrame({ type, payload: Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload)) })
   run.onFrame({ type: FrameType.done, payload: Buffer.from(JSON.stringify({ exit_code: 0, signal: null })) })
