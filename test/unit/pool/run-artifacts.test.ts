@@ -18,6 +18,7 @@ async function runWith (artifacts: ArtifactExchange | 'capture', frames: Frame[]
   let kill: () => void = () => {}
   const link: RunLink = { write: async () => {}, interrupt: () => {}, kill: () => kill(), readCounters: async () => null, pressure: () => {} }
   const run = new Run(link, {
+    owner: 'test',
     program: { runner: 'steps', sourceFile: 'main.c', steps: [{ name: 'compile', argv: ['cc'] }, { name: 'run', argv: ['./main'] }], artifacts: ['main'] },
     code: '',
     args: [],
