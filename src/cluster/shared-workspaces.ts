@@ -4,7 +4,7 @@ import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { FileOwner } from '../storage/file-store.ts'
 import { isId } from '../storage/ids.ts'
 import {
-  applyDelta, isNoChange, parseManifest,
+  applyDelta, fileTable, isNoChange, parseManifest,
   type Workspace, type WorkspaceDelta, type WorkspaceKind, type WorkspaceLimits, type Workspaces,
 } from '../storage/workspaces.ts'
 import { redisCall } from './redis.ts'
@@ -48,7 +48,7 @@ export class SharedWorkspaceStore implements Workspaces {
         await redisCall(() => this.redis.zadd(this.key('ws-used'), now, id))
         return []
       }
-      const { files, dropped } = applyDelta(current?.files ?? {}, delta, limits)
+      const { files, dropped } = applyDelta(current?.files ?? fileTable(), delta, limits)
       const manifest = { id, kind, owner, files, createdAt: current?.createdAt ?? new Date(now).toISOString() }
       await redisCall(() => this.redis.multi()
         .set(this.key(`ws:${id}`), JSON.stringify(manifest))

@@ -3,7 +3,7 @@ import { canAccess, ownerFor, type Identity } from '../auth/identity.ts'
 import type { SessionSettings } from '../config.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { isId, newId } from '../storage/ids.ts'
-import type { WorkspaceDelta, WorkspaceKind, WorkspaceLimits, Workspaces } from '../storage/workspaces.ts'
+import { fileTable, type WorkspaceDelta, type WorkspaceKind, type WorkspaceLimits, type Workspaces } from '../storage/workspaces.ts'
 import { formatBytes } from '../units.ts'
 import type { ResolvedInput } from './inputs.ts'
 
@@ -77,7 +77,7 @@ export async function planWorkspace (request: WorkspaceRequest, identity: Identi
  * deleted leave it. Returns a note when files did not fit its limits. A failed run changes nothing.
  */
 export async function updateWorkspace (plan: WorkspacePlan, inputs: ResolvedInput[], outputs: StoredFile[], deleted: string[], identity: Identity, deps: WorkspaceDeps): Promise<string | null> {
-  const delta: WorkspaceDelta = { put: {}, remove: deleted }
+  const delta: WorkspaceDelta = { put: fileTable(), remove: deleted }
   for (const input of inputs) delta.put[input.ref.name] = { storageSessionId: input.file.storageSessionId, fileId: input.file.id, size: input.file.size }
   for (const output of outputs) delta.put[output.name] = { storageSessionId: output.storageSessionId, fileId: output.id, size: output.size }
   // an execution that had no files has nothing to continue from: no record of it

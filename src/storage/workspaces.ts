@@ -19,12 +19,34 @@ export type WorkspaceKind = (typeof WORKSPACE_KINDS)[number]
 const FileRefSchema = z.object({ storageSessionId: z.string().regex(ID_PATTERN), fileId: z.string().regex(ID_PATTERN), size: z.number().int().nonnegative() })
 export type WorkspaceFileRef = z.infer<typeof FileRefSchema>
 
+/**
+ * A table keyed by file names: an object without a prototype, so every name the code can give a file is
+ * an ordinary key. On a plain object `files['__proto__'] = ref` replaces the prototype instead of adding
+ * the file, and `files['constructor']` is found where no file is (a `__proto__` file written to a runtime
+ * session was lost from it: test/attacks/workspaces.test.ts).
+ */
+export type FileTable = Record<string, WorkspaceFileRef>
+export function fileTable (entries: Iterable<readonly [string, WorkspaceFileRef]> = []): FileTable {
+  const table: FileTable = Object.create(null)
+  for (const [name, ref] of entries) table[name] = ref
+  return table
+}
+
+/**
+ * The manifest's files, read from the JSON's own entries (JSON.parse keeps a `__proto__` key as its own;
+ * z.record leaves it out) into a file table.
+ */
+const FilesSchema = z.preprocess(
+  (raw) => typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? Object.entries(raw) : raw,
+  z.array(z.tuple([z.string(), FileRefSchema])).transform((entries) => fileTable(entries))
+)
+
 export const ManifestSchema = z.object({
   id: z.string().regex(ID_PATTERN),
   kind: z.enum(WORKSPACE_KINDS),
   owner: FileOwnerSchema,
   /** file name under /mnt/data -> the stored file holding its bytes */
-  files: z.record(z.string(), FileRefSchema),
+  files: FilesSchema,
   createdAt: z.iso.datetime(),
 })
 export type Manifest = z.infer<typeof ManifestSchema>
@@ -33,7 +55,8 @@ export type Workspace = z.infer<typeof ManifestSchema> & { lastUsedAt: string }
 
 /** What one run changed: files to (re)point, names to drop. */
 export interface WorkspaceDelta {
-  put: Record<string, WorkspaceFileRef>
+  /** a file table (`fileTable()`): names are the code's */
+  put: FileTable
   remove: string[]
 }
 
@@ -81,7 +104,7 @@ export class WorkspaceStore {
         await fs.utimes(this.file(id), new Date(), new Date())
         return []
       }
-      const { files, dropped } = applyDelta(current?.files ?? {}, delta, limits)
+      const { files, dropped } = applyDelta(current?.files ?? fileTable(), delta, limits)
       await this.write({ id, kind, owner, files, createdAt: current?.createdAt ?? now })
       return dropped
     })
@@ -161,7 +184,7 @@ export function parseManifest (text: string, id: string, usedMs: number): Worksp
 
 /** A run's changes applied to `current` within `limits`: files beyond them are not kept, newest changes last. */
 export function applyDelta (current: Manifest['files'], delta: WorkspaceDelta, limits: WorkspaceLimits): { files: Manifest['files'], dropped: string[] } {
-  const files = { ...current }
+  const files = fileTable(Object.entries(current))
   for (const name of delta.remove) delete files[name]
   const dropped: string[] = []
   for (const [name, ref] of Object.entries(delta.put)) {

@@ -5,6 +5,7 @@ import { connectRedis } from '../../../src/cluster/redis.ts'
 import { HEARTBEAT_MS, ReplicaRegistry, REPLICA_TTL_MS } from '../../../src/cluster/replicas.ts'
 import { SharedUserConcurrency } from '../../../src/cluster/shared-concurrency.ts'
 import { SharedWorkspaceStore } from '../../../src/cluster/shared-workspaces.ts'
+import { fileTable } from '../../../src/storage/workspaces.ts'
 import { isWardenError, WARDEN_ERRORS } from '../../../src/errors.ts'
 import { newId } from '../../../src/storage/ids.ts'
 import { startRedis, type RunningRedis } from '../../helpers/redis.ts'
@@ -42,7 +43,7 @@ describe('workspaces shared in Redis', () => {
     const id = newId()
     const file = ref()
     assert.deepEqual(await a.apply(id, 'runtime', alice, { put: { 'a.txt': file }, remove: [] }, LIMITS), [])
-    assert.deepEqual((await b.get(id, alice))?.files, { 'a.txt': file })
+    assert.deepEqual((await b.get(id, alice))?.files, fileTable([['a.txt', file]]))
     assert.equal(await b.get(id, bob), null, 'another owner sees nothing')
   })
 

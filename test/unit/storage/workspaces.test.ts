@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
 import { newId } from '../../../src/storage/ids.ts'
-import { WorkspaceStore } from '../../../src/storage/workspaces.ts'
+import { fileTable, WorkspaceStore } from '../../../src/storage/workspaces.ts'
 
 const alice = { tenant: 't', user: 'alice' }
 const bob = { tenant: 't', user: 'bob' }
@@ -22,10 +22,21 @@ test('a workspace is created by its first change, read back by its owner only, a
   const id = newId()
   const a = ref()
   assert.deepEqual(await store.apply(id, 'runtime', alice, { put: { 'a.txt': a }, remove: [] }, LIMITS), [])
-  assert.deepEqual((await store.get(id, alice))?.files, { 'a.txt': a })
+  assert.deepEqual((await store.get(id, alice))?.files, fileTable([['a.txt', a]]))
   assert.equal(await store.get(id, bob), null, 'another owner sees nothing')
   const reopened = await WorkspaceStore.open(dir)
-  assert.deepEqual((await reopened.get(id, alice))?.files, { 'a.txt': a })
+  assert.deepEqual((await reopened.get(id, alice))?.files, fileTable([['a.txt', a]]))
+})
+
+test('a file named like an object built-in (__proto__, constructor) is an ordinary file: kept, read back, removed', async (t) => {
+  const { dir, store } = await openTemp(t)
+  const id = newId()
+  const [proto, ctor] = [ref(), ref()]
+  assert.deepEqual(await store.apply(id, 'runtime', alice, { put: fileTable([['__proto__', proto], ['constructor', ctor]]), remove: [] }, LIMITS), [])
+  const reopened = await WorkspaceStore.open(dir)
+  assert.deepEqual(Object.entries((await reopened.get(id, alice))?.files ?? {}), [['__proto__', proto], ['constructor', ctor]])
+  await store.apply(id, 'runtime', alice, { put: fileTable(), remove: ['__proto__'] }, LIMITS)
+  assert.deepEqual(Object.keys((await store.get(id, alice))?.files ?? {}), ['constructor'])
 })
 
 test('changes apply as deltas: removals, replacements, and files beyond the limits are named, not kept', async (t) => {
