@@ -45,7 +45,7 @@ for (const driver of availableDrivers()) {
         const answers = await Promise.all([post(server, { continuation_token: token, tool_results: results }), post(server, { continuation_token: token, tool_results: results })])
         const statuses = answers.map((answer) => answer.status).sort()
         assert.deepEqual(statuses, [200, 404], JSON.stringify(answers))
-        assert.equal(answers.find((answer) => answer.status === 200)?.body.stdout, `r${i}\n`)
+        assert.equal(answers.find((answer) => answer.status === 200)?.body.stdout, `r${i}\n`, JSON.stringify(answers))
       }
       await assertSettled(server, start)
     })
