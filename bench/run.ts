@@ -3,7 +3,7 @@
  * prewarming, and report latency, throughput, CPU and memory per scenario. Writes bench/results/latest.json
  * and latest.md. Settings (env): BENCH_URL (target a running server; no CPU/memory figures then),
  * BENCH_API_KEY, BENCH_DURATION_S (10), BENCH_CONCURRENCY (1,8,32), BENCH_BASELINE_CONCURRENCY (1,8),
- * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (auto),
+ * BENCH_SCENARIOS (all; `languages` names the language rows, bench/languages.ts), BENCH_JAIL (nsjail where installed, else bwrap),
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
  * (the lang values to measure; all installed), BENCH_COMPARE_REF (a commit, e.g. HEAD~1: its warm pool runs
  * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
@@ -26,7 +26,13 @@ const durationMs = Number(env.BENCH_DURATION_S ?? 10) * 1000
 const concurrencies = (env.BENCH_CONCURRENCY ?? '1,8,32').split(',').map(Number)
 const baselineConcurrencies = (env.BENCH_BASELINE_CONCURRENCY ?? '1,8').split(',').map(Number)
 const only = env.BENCH_SCENARIOS?.split(',')
-const jail = env.BENCH_JAIL ?? 'auto'
+// named, not `auto`, so each results file says which driver it measured (auto's first choice is nsjail)
+const jail = env.BENCH_JAIL ?? (installed(env.NSJAIL_PATH ?? 'nsjail') ? 'nsjail' : 'bwrap')
+
+function installed (command: string): boolean {
+  if (command.includes('/')) return existsSync(command)
+  return (env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(path.join(dir, command)))
+}
 
 interface Target { server: BenchServer, dirs: InstanceDirs | null }
 
