@@ -142,11 +142,20 @@ export function syncMarker (seed: Buffer, index: number): Buffer {
 
 /**
  * One run's part of a worker's stdout or stderr: the bytes before the run's marker, delivered as they
- * come. The last MARKER_BYTES - 1 bytes are held back until more arrive, since they may be the start of
- * a marker. Bytes after the marker (written by processes the run left running) are handed back. With a
+ * come. Only a tail that could be the start of a marker is held back until more arrive: holding back
+ * a fixed MARKER_BYTES - 1 kept a cell's short progress line (`print("epoch 1")`) from its notebook
+ * until the cell printed more or ended. Bytes after the marker (written by processes the run left running) are handed back. With a
  * sync seed, the run's sync markers are taken out of the stream too, and `untilSync(i)` resolves once the
  * stream has passed the i-th.
  */
+/** The length of the longest tail of `window`, shorter than `marker`, that `marker` begins with. */
+function markerStartAtEnd (window: Buffer, marker: Buffer): number {
+  for (let length = Math.min(window.length, marker.length - 1); length > 0; length--) {
+    if (window.subarray(window.length - length).equals(marker.subarray(0, length))) return length
+  }
+  return 0
+}
+
 export class RunStream {
   private held: Buffer = Buffer.alloc(0)
   private ended = false
@@ -180,7 +189,7 @@ export class RunStream {
       }
       break
     }
-    const keep = Math.min(window.length, this.marker.length - 1)
+    const keep = Math.max(markerStartAtEnd(window, this.marker), this.syncAhead === null ? 0 : markerStartAtEnd(window, this.syncAhead))
     if (window.length > keep) this.deliver(window.subarray(0, window.length - keep))
     this.held = Buffer.from(window.subarray(window.length - keep))
     return null

@@ -522,6 +522,41 @@ for (const driver of availableDrivers()) {
       await assertNeighbourExact()
     })
 
+    it('a storm of 5000 interrupt_requests on the control channel stops the cell, never the kernel: its state stays, every request is answered, one worker', async () => {
+      const id = await newKernel(ATTACKER)
+      const channels = await Channels.open(server, id, ATTACKER, 'v1')
+      assert.equal((await channels.execute('kept = 6 * 7')).reply.status, 'ok')
+      const msgId = channels.send(request('execute_request', { code: 'import time\nprint("started", flush=True)\ntime.sleep(60)' }))
+      await channels.until(() => channels.received.some((message) => message.parent_header?.msg_id === msgId && message.content.text === 'started\n'))
+      const STORM = Number(process.env.STORM ?? 5000)
+      const interrupts = new Set(Array.from({ length: STORM }, () => channels.send(request('interrupt_request', {}, 'control'))))
+      const replied = new Set<string>()
+      let seen = 0
+      // counted as they arrive: a rescan of everything received on every message would be the test's own hang
+      const answered = () => {
+        for (; seen < channels.received.length; seen++) {
+          const message = channels.received[seen] as Received
+          const parent = String(message.parent_header?.msg_id)
+          if (message.header.msg_type === 'interrupt_reply' && interrupts.has(parent)) replied.add(parent)
+        }
+        return replied.size
+      }
+      await channels.until(() => answered() === STORM)
+      assert.equal(channels.closeCode, null, 'the server closed a socket that read everything it was sent')
+      assert.equal(answered(), STORM)
+      const cut = await channels.resultOf(msgId)
+      assert.equal(cut.reply.status, 'error', JSON.stringify(cut))
+      assert.equal(cut.reply.ename, 'KeyboardInterrupt', JSON.stringify(cut.reply))
+      // interrupts that land between cells are dropped, not kept for the next one: the state is the kernel's
+      const after = await channels.execute('print(kept)')
+      assert.equal(after.stdout, '42\n', JSON.stringify(after))
+      assert.equal(after.reply.status, 'ok')
+      assert.equal((await health(server)).live?.workers, 2, JSON.stringify((await health(server)).live))
+      channels.close()
+      await deleteKernel(ATTACKER, id)
+      await assertNeighbourExact()
+    })
+
     for (const how of ['REST restart', 'shutdown_request with restart']) {
       it(`a kernel restarted while it executes (${how}): the cell gets a clean error reply then idle, the kernel is fresh and usable, nothing is left`, async () => {
         const id = await newKernel(ATTACKER)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
 import {
-  encodeFrame, encodeJsonMessage, encodeMessage, FrameDecoder, FrameType, HEADER_BYTES, MARKER_BYTES, MAX_FRAME_PAYLOAD, RunStream,
+  encodeFrame, encodeJsonMessage, encodeMessage, FrameDecoder, FrameType, HEADER_BYTES, MARKER_BYTES, MAX_FRAME_PAYLOAD, RunStream, syncMarker,
   type Frame,
 } from '../../../src/pool/protocol.ts'
 
@@ -116,14 +116,35 @@ test('RunStream delivers the bytes before the marker and returns those after it,
   }
 })
 
-test('RunStream holds back fewer than MARKER_BYTES bytes, and end() delivers them when the stream closes', () => {
+test('RunStream delivers output at once and holds back only a tail that could begin its marker; end() delivers that', () => {
   const marker = randomBytes(MARKER_BYTES)
   const { stream, output } = collect(marker)
-  stream.push(Buffer.from('abcdefghijklmnopqrstuvwxyz'))
-  assert.equal(output().length, 26 - (MARKER_BYTES - 1))
+  // a short progress line is the notebook's as soon as it is written, not when the cell prints more
+  stream.push(Buffer.from('epoch 1\n'))
+  assert.equal(output().toString(), 'epoch 1\n')
+  stream.push(Buffer.concat([Buffer.from('a'), marker.subarray(0, 7)]))
+  assert.equal(output().toString(), 'epoch 1\na')
   stream.end()
-  assert.equal(output().toString(), 'abcdefghijklmnopqrstuvwxyz')
+  assert.ok(output().equals(Buffer.concat([Buffer.from('epoch 1\na'), marker.subarray(0, 7)])))
   assert.ok(stream.isEnded)
+})
+
+test('RunStream with sync markers delivers output at once, holds back a tail that could begin the next sync marker, and takes the markers out', () => {
+  const marker = randomBytes(MARKER_BYTES)
+  const seed = randomBytes(16)
+  const delivered: Buffer[] = []
+  const stream = new RunStream(marker, (chunk) => delivered.push(Buffer.from(chunk)), seed)
+  const output = () => Buffer.concat(delivered).toString()
+  stream.push(Buffer.from('before\n'))
+  assert.equal(output(), 'before\n')
+  const sync = syncMarker(seed, 0)
+  stream.push(Buffer.concat([Buffer.from('x'), sync.subarray(0, 9)]))
+  assert.equal(output(), 'before\nx')
+  let passed = false
+  stream.untilSync(0).then(() => { passed = true }, () => {})
+  stream.push(Buffer.concat([sync.subarray(9), Buffer.from('after\n')]))
+  assert.equal(output(), 'before\nxafter\n')
+  return Promise.resolve().then(() => assert.ok(passed))
 })
 
 test('output made of marker prefixes and near-markers is kept intact', () => {
