@@ -4,7 +4,7 @@ import type { Workspaces } from '../storage/workspaces.ts'
 import { WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { ArtifactExchange, Program, RunPhases, WorkerJob } from '../pool/run.ts'
 import type { Worker } from '../pool/worker.ts'
-import type { Flavor } from '../pool/worker-pool.ts'
+import type { AcquireOptions, Flavor } from '../pool/worker-pool.ts'
 import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
@@ -53,7 +53,7 @@ export interface ExecutionPhases { resolveMs: number, acquireMs: number, run: Ru
 
 /** What an execution needs from the pool: a worker (prepared for `program` when one is), given back after its one run. */
 export interface WorkerSource {
-  acquire (flavor?: Flavor, program?: Program): Promise<Worker>
+  acquire (flavor?: Flavor, program?: Program, options?: AcquireOptions): Promise<Worker>
   release (worker: Worker): void
 }
 

@@ -88,7 +88,8 @@ async function skipped (name: string): Promise<SelfTestCheck[]> {
 }
 
 async function withWorker<T> (workers: WorkerSource, use: (worker: Worker) => Promise<T>, flavor: Flavor = 'data'): Promise<T> {
-  const worker = await workers.acquire(flavor)
+  // the check is of this flavor's zygote: not a stand-in of another
+  const worker = await workers.acquire(flavor, undefined, { exactFlavor: true })
   try {
     return await use(worker)
   } finally {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { Preparation, PreparedStart, Program } from './run.ts'
 import type { Worker } from './worker.ts'
-import type { Flavor, PoolStats, WorkerPool, WorkerProvider } from './worker-pool.ts'
+import type { AcquireOptions, Flavor, PoolStats, WorkerPool, WorkerProvider } from './worker-pool.ts'
 
 type PreparableProgram = Extract<Program, { runner: 'steps' }> & { prepare: PreparedStart }
 
@@ -72,8 +72,8 @@ export class PreparedWorkers implements WorkerProvider {
     this.timer = setInterval(() => this.review(), DEMAND_WINDOW_MS).unref()
   }
 
-  async acquire (flavor?: Flavor, program?: Program): Promise<Worker> {
-    if (!isPreparable(program) || this.options.max === 0) return await this.pool.acquire(flavor)
+  async acquire (flavor?: Flavor, program?: Program, options?: AcquireOptions): Promise<Worker> {
+    if (!isPreparable(program) || this.options.max === 0) return await this.pool.acquire(flavor, program, options)
     const state = this.stateFor(program)
     state.lastRequestAt = Date.now()
     state.inFlight++

@@ -45,11 +45,20 @@ export interface WorkerProvider {
    * a worker for one execution: of `flavor` (data when absent), and prepared for `program` when the
    * provider prepares workers (prepared-workers.ts)
    */
-  acquire (flavor?: Flavor, program?: Program): Promise<Worker>
+  acquire (flavor?: Flavor, program?: Program, options?: AcquireOptions): Promise<Worker>
   release (worker: Worker): void
   stats (): PoolStats
   ready (): Promise<void>
   close (): Promise<void>
+}
+
+export interface AcquireOptions {
+  /**
+   * Only a worker of the flavor asked for. Without it a light request with no light worker warm takes a
+   * warm data worker (a superset: the same jail, with the data stack loaded besides) rather than wait for
+   * a fork; the self-test asks for exactly the zygote it checks.
+   */
+  exactFlavor?: boolean
 }
 
 function poolUnavailable (message: string): WardenError {
@@ -127,12 +136,14 @@ export class WorkerPool implements WorkerProvider {
     await new Promise<void>((resolve) => this.readyWaiters.push(resolve))
   }
 
-  async acquire (flavor: Flavor = 'data'): Promise<Worker> {
+  async acquire (flavor: Flavor = 'data', _program?: Program, options: AcquireOptions = {}): Promise<Worker> {
     const lane = this.lane(flavor)
     if (!lane.zygotes.hasLiveZygote && !lane.zygotes.isRecovering) throw poolUnavailable('no jail is running; see /health')
     this.noteDemand(lane)
     this.dropIdle((worker) => !worker.isAlive)
-    const warm = lane.idle.pop()
+    // a light request while the warm workers are still the data lane's (the load just turned) takes one
+    // of those: waiting for a light fork instead was the slow 1% of print(1) at c=1
+    const warm = lane.idle.pop() ?? (options.exactFlavor === true ? undefined : this.standIn(lane))
     if (warm !== undefined) {
       this.acquiredWarm++
       this.busy.add(warm)
@@ -238,6 +249,12 @@ export class WorkerPool implements WorkerProvider {
       }
       for (const adopter of lane.adopters.splice(0)) adopter(null)
     }
+  }
+
+  /** A warm worker of another lane that can serve `lane`'s programs: the data lane's, for the light lane. */
+  private standIn (lane: Lane): Worker | undefined {
+    const data = this.lane('data')
+    return lane.flavor === 'light' && data !== lane ? data.idle.pop() : undefined
   }
 
   /** The lane serving `flavor`: its own, or the data lane when there is no light zygote. */
