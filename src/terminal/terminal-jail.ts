@@ -30,6 +30,8 @@ export interface ChannelReader { onBytes (chunk: Buffer): void, onEof (): void, 
 
 /** The largest answer the jail may send in one message (a read_file, a grep): bigger ones are refused there. */
 const MAX_REPLY_BYTES = 4 * 1024 * 1024
+/** Exits remembered, so that a wait for a process that already ended (even as its own spawn was answered) is not a wait. */
+const MAX_EXITED_KEPT = 1024
 /** A terminal lives for days: its own process gets a CPU budget that only a runaway loop there reaches. */
 const TERMINAL_CPU_SECONDS = 7 * 86_400
 /** Keystrokes the server sends ahead of what the shell took: a huge paste waits here, then in the socket. */
@@ -49,6 +51,8 @@ export class TerminalJail {
   private readonly pending = new Map<number, { resolve: (value: unknown) => void, reject: (error: Error) => void }>()
   private readonly channels = new Map<number, ChannelReader>()
   private readonly exitWaiters = new Map<string, Array<() => void>>()
+  /** processes whose exit was seen, newest last: a wait for one of them is over before it begins */
+  private readonly exited = new Set<string>()
   private checkpointing: Promise<void> | null = null
   private checkpointAgain = false
   private collector: OutputCollector | null = null
@@ -128,7 +132,7 @@ export class TerminalJail {
 
   /** Resolves when the process `proc` exits (or the jail ends), or after `ms`. */
   async untilExit (proc: string, ms: number): Promise<void> {
-    if (ms <= 0 || this.endedError !== null) return
+    if (ms <= 0 || this.endedError !== null || this.exited.has(proc)) return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms)
       const waiters = this.exitWaiters.get(proc) ?? []
@@ -230,6 +234,9 @@ export class TerminalJail {
       return
     }
     if (message.ev === 'exited' && typeof message.proc === 'string') {
+      this.exited.add(message.proc)
+      // bounded: ids past the last MAX_EXITED_KEPT are long forgotten by Commands (128) and the jail (64)
+      if (this.exited.size > MAX_EXITED_KEPT) this.exited.delete(this.exited.values().next().value as string)
       for (const waiter of this.exitWaiters.get(message.proc) ?? []) waiter()
       this.exitWaiters.delete(message.proc)
     } else if (message.ev === 'eof' && typeof message.channel === 'number') {

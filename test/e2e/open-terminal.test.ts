@@ -82,6 +82,10 @@ for (const driver of availableDrivers()) {
       assert.equal(output(polled.body), 'done\r\n')
       const listed = await call('list_processes', {}, as('u-A'))
       assert.ok((listed.body as Json[]).some((item) => item.id === started.id && item.status === 'done'))
+      // a command that already ended answers at once, whatever wait says: this wait is past the test's deadline
+      const again = await call('get_process_status', { process_id: started.id, wait: 120, offset: polled.body.next_offset }, as('u-A'))
+      assert.equal(again.body.status, 'done', again.text)
+      assert.equal(output(again.body), '')
     })
 
     it('§2.1 send_process_input decodes escapes, kill_process answers killed (DELETE with body {}, §6.2.3)', async () => {
