@@ -41,8 +41,17 @@ export class LiveWorker {
   private readonly endListeners: Array<(reason: LiveEndReason) => void> = []
 
   constructor (readonly owner: Identity, readonly kind: LiveKind, private readonly worker: Worker, readonly idleTimeoutMs: number) {
-    // a single-use worker exits after its run: that is its end, not a death
-    const exited = () => this.end(this.current?.isFinished === true && !this.keeps ? 'stopped' : 'died')
+    const exited = () => {
+      const run = this.current
+      // the zygote's report of the exit may come before the run has read what the worker wrote before it
+      // exited (its output, its done frame): the run reads to its end first, then the worker ends
+      if (run !== null && !run.isFinished) {
+        run.done.finally(exited).catch(() => {})
+        return
+      }
+      // a single-use worker exits after its run: that is its end, not a death
+      this.end(run?.isFinished === true && !this.keeps ? 'stopped' : 'died')
+    }
     worker.exited.then(exited, exited)
   }
 
@@ -181,10 +190,10 @@ export class LiveWorkers {
     for (const live of [...this.workers.values()]) live.end('shutdown')
   }
 
-  /** Idle workers past their expiry end; so do any whose process died. */
+  /** Idle workers past their expiry end; so do any whose process died, once their run read all it wrote. */
   sweep (now: number): void {
     for (const live of [...this.workers.values()]) {
-      if (!live.isAlive) live.end('died')
+      if (!live.isAlive && !live.isBusy) live.end('died')
       else if (live.isIdleExpired(now)) live.end('expired')
     }
   }

@@ -141,14 +141,22 @@ export class Worker {
     return await this.slot.survivors()
   }
 
-  /** Done with it: kill whatever still runs and let go of its connections. */
+  /**
+   * Done with it: kill whatever still runs and let go of its connections once the worker is gone and
+   * the run reading them (if any) has ended. A worker writes its last output and its done frame before it
+   * exits, yet the zygote's report of the exit may be read first (issue 21: 2 in 60 tool-calling runs on
+   * a loaded machine): a socket destroyed at the exit would throw away what the run had not read yet. The
+   * run's kill ends it within its grace, so the sockets are let go of even if nobody reads them.
+   */
   dispose (): void {
     this.kill('released')
     this.gone = true
     this.readyWaiter?.reject(new Error('the worker was disposed'))
     this.readyWaiter = null
-    // the sockets close by themselves once the worker is dead; a run still going sees their end
-    this.slot.exited.finally(() => {
+    const run = this.run
+    run?.kill('released')
+    const read = run === null ? Promise.resolve() : run.done.then(() => {}, () => {})
+    Promise.all([this.slot.exited, read]).finally(() => {
       for (const socket of Object.values(this.sockets)) socket.destroy()
     }).catch(() => {})
   }
