@@ -7,7 +7,8 @@
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
  * (the lang values to measure; all installed), BENCH_COMPARE_REF (a commit, e.g. HEAD~1: its warm pool runs
  * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
- * Open Terminal rows (bench/terminals.ts).
+ * Open Terminal rows (bench/terminals.ts); `cluster` the rows of replicas on Redis and S3 (bench/cluster.ts,
+ * results in cluster.json and cluster.md).
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -15,6 +16,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { exportCommit, launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
 import { measureLanguages, renderLanguageTable } from './languages.ts'
+import { describeCluster, measureCluster } from './cluster.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
 import { describeTerminals, measureTerminals } from './terminals.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
@@ -190,6 +192,9 @@ await previous?.remove()
 const terminals = env.BENCH_URL === undefined && (only === undefined || only.includes('terminal'))
   ? await measureTerminals({ concurrencies: baselineConcurrencies, durationMs, jail })
   : null
+const cluster = env.BENCH_URL === undefined && (only === undefined || only.includes('cluster'))
+  ? await measureCluster({ durationMs, jail, log: (line) => process.stderr.write(`${line}\n`) })
+  : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
@@ -216,6 +221,11 @@ if (terminals !== null) {
   await writeFile(path.join(outDir, 'terminals.json'), JSON.stringify({ date, machine, jail, ...terminals }, null, 2) + '\n')
   await writeFile(path.join(outDir, 'terminals.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${describeTerminals(terminals)}\n`)
   process.stdout.write(`\n${describeTerminals(terminals)}\n`)
+}
+if (cluster !== null) {
+  await writeFile(path.join(outDir, 'cluster.json'), JSON.stringify({ date, machine, jail, durationPerRunS: durationMs / 1000, ...cluster }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'cluster.md'), `Measured ${date} on ${machine}, jail ${jail}, ${durationMs / 1000} s per row.\n\n${describeCluster(cluster)}\n`)
+  process.stdout.write(`\n${describeCluster(cluster)}\n`)
 }
 // the language rows have files of their own: a run of only them leaves the other results as they were
 if (languages.length > 0) {
