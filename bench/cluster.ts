@@ -60,7 +60,7 @@ const CONCURRENCY = 16
 const USERS = 16
 const FORWARD_PAIRS = 500
 const MONITORED_EXECUTIONS = 200
-const BLOCK = 25
+const WARM_UP_EXECUTIONS = 20
 const PREFIX = 'bench:'
 
 interface Options { durationMs: number, jail: string, log: (line: string) => void }
@@ -203,19 +203,18 @@ async function measureForward (ownerUrl: string, otherUrl: string, apiKey: strin
 }
 
 /**
- * c=1 executions on the embedded process and on a replica, BLOCK at a time each, until each side has had
- * half of `durationMs` (a c=1 p50 settles long before); then MONITORED_EXECUTIONS on the replica with Redis's MONITOR on, counting what it is sent.
+ * c=1 executions on the embedded process and on a replica, one on each in turn (which goes first alternates),
+ * for half of `durationMs` (a c=1 p50 settles long before): both see the machine as it is at that moment,
+ * which on a shared machine changes from one second to the next. Then MONITORED_EXECUTIONS on the replica
+ * with Redis's MONITOR on, counting what it is sent.
  */
 async function measureRedisCost (embeddedUrl: string, replicaUrl: string, apiKey: string, redisUrl: string, durationMs: number): Promise<RedisCost> {
-  const sides = [embeddedUrl, replicaUrl].map((url) => ({ pool: new Pool(url, { connections: 1, keepAliveTimeout: 60_000 }), latencies: [] as number[], spentMs: 0 }))
+  const sides = [embeddedUrl, replicaUrl].map((url) => ({ pool: new Pool(url, { connections: 1, keepAliveTimeout: 60_000 }), latencies: [] as number[] }))
   try {
-    for (const side of sides) for (let index = 0; index < BLOCK; index++) await execute(side.pool, apiKey, 0)
-    let turn = 0
-    while (sides.some((side) => side.spentMs < durationMs / 2)) {
-      const side = sides[turn++ % 2]!
-      const started = performance.now()
-      for (let index = 0; index < BLOCK; index++) side.latencies.push(await execute(side.pool, apiKey, 0))
-      side.spentMs += performance.now() - started
+    for (let index = 0; index < WARM_UP_EXECUTIONS; index++) for (const side of sides) await execute(side.pool, apiKey, 0)
+    const deadline = performance.now() + durationMs / 2
+    for (let pair = 0; performance.now() < deadline; pair++) {
+      for (const side of pair % 2 === 0 ? sides : [...sides].reverse()) side.latencies.push(await execute(side.pool, apiKey, 0))
     }
     const [embeddedP50, sharedP50] = sides.map((side) => percentile(side.latencies.sort((a, b) => a - b), 0.5)) as [number, number]
     const counted = await countRedisCommands(redisUrl, async () => {
@@ -225,7 +224,7 @@ async function measureRedisCost (embeddedUrl: string, replicaUrl: string, apiKey
     const perExecution = (counts: Map<string, number>) => Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => [name, count / MONITORED_EXECUTIONS]))
     const sent = perExecution(counted.sent)
     return {
-      executions: Math.min(...sides.map((side) => side.latencies.length)),
+      executions: sides[0]!.latencies.length,
       embeddedP50,
       sharedP50,
       addedP50: sharedP50 - embeddedP50,
@@ -314,7 +313,7 @@ export function describeCluster (result: ClusterResult): string {
     `A forward (GET api/kernels/<id>, ${forward.requests} each, alternating, c=1): on the kernel's replica p50 ${ms(forward.ownerP50, 2)} ms (p99 ${ms(forward.ownerP99, 2)}),` +
       ` through another replica p50 ${ms(forward.forwardedP50, 2)} ms (p99 ${ms(forward.forwardedP99, 2)}): **${ms(forward.addedP50, 2)} ms added** at p50 (a Redis GET for the route and a signed internal request).`,
     '',
-    `Redis round trips (c=1, ${redis.executions}+ executions each, alternating in blocks of ${BLOCK}): the embedded process p50 ${ms(redis.embeddedP50, 2)} ms,` +
+    `Redis round trips (c=1, ${redis.executions} executions each, one on each in turn): the embedded process p50 ${ms(redis.embeddedP50, 2)} ms,` +
       ` a replica on Redis and STORAGE=s3 p50 ${ms(redis.sharedP50, 2)} ms: **${ms(redis.addedP50, 2)} ms added** at p50 for an execution on its own replica` +
       ` (target ≤ 1 ms). An execution sends Redis ${redis.roundTripsPerExecution.toFixed(2)} commands (${counts(redis.sentPerExecution)}),` +
       ` and Redis runs ${counts(redis.scriptedPerExecution)} inside their scripts (MONITOR over ${MONITORED_EXECUTIONS} executions, the heartbeat left out).` +
