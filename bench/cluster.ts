@@ -6,6 +6,9 @@ import { Pool } from 'undici'
 import { startRedis } from '../test/helpers/redis.ts'
 import { proxyUrl, startRoundRobinProxy } from '../test/helpers/round-robin-proxy.ts'
 import { s3Env, startS3 } from '../test/helpers/s3.ts'
+import { connectRedis } from '../src/cluster/redis.ts'
+import { SharedUserConcurrency } from '../src/cluster/shared-concurrency.ts'
+import { UserConcurrency, type Admission } from '../src/exec/admission.ts'
 import { launchServer, type BenchServer } from './launch.ts'
 import { percentile } from './measure.ts'
 
@@ -47,6 +50,9 @@ export interface RedisCost {
   addedP50: number
   /** one Redis round trip (PING from the bench at c=1), p50 */
   roundTripP50: number
+  /** the per-user admission step alone, in this process: counted in memory (one process) and in Redis (replicas), p50 */
+  admissionLocalP50: number
+  admissionSharedP50: number
   /** commands replicas sent to Redis per execution (each one round trip, or one pipeline entry), by name */
   roundTripsPerExecution: number
   sentPerExecution: Record<string, number>
@@ -61,6 +67,8 @@ const USERS = 16
 const FORWARD_PAIRS = 500
 const MONITORED_EXECUTIONS = 200
 const WARM_UP_EXECUTIONS = 20
+/** at least this many executions on each side, however slow the machine is */
+const MIN_PAIRS = 100
 const PREFIX = 'bench:'
 
 interface Options { durationMs: number, jail: string, log: (line: string) => void }
@@ -204,7 +212,7 @@ async function measureForward (ownerUrl: string, otherUrl: string, apiKey: strin
 
 /**
  * c=1 executions on the embedded process and on a replica, one on each in turn (which goes first alternates),
- * for half of `durationMs` (a c=1 p50 settles long before): both see the machine as it is at that moment,
+ * for half of `durationMs` (a c=1 p50 settles long before) and MIN_PAIRS at least: both see the machine as it is at that moment,
  * which on a shared machine changes from one second to the next. Then MONITORED_EXECUTIONS on the replica
  * with Redis's MONITOR on, counting what it is sent.
  */
@@ -213,7 +221,7 @@ async function measureRedisCost (embeddedUrl: string, replicaUrl: string, apiKey
   try {
     for (let index = 0; index < WARM_UP_EXECUTIONS; index++) for (const side of sides) await execute(side.pool, apiKey, 0)
     const deadline = performance.now() + durationMs / 2
-    for (let pair = 0; performance.now() < deadline; pair++) {
+    for (let pair = 0; pair < MIN_PAIRS || performance.now() < deadline; pair++) {
       for (const side of pair % 2 === 0 ? sides : [...sides].reverse()) side.latencies.push(await execute(side.pool, apiKey, 0))
     }
     const [embeddedP50, sharedP50] = sides.map((side) => percentile(side.latencies.sort((a, b) => a - b), 0.5)) as [number, number]
@@ -221,6 +229,7 @@ async function measureRedisCost (embeddedUrl: string, replicaUrl: string, apiKey
       for (let index = 0; index < MONITORED_EXECUTIONS; index++) await execute(sides[1]!.pool, apiKey, 0)
     })
     const roundTripP50 = await measureRoundTrip(redisUrl)
+    const admission = await measureAdmission(redisUrl)
     const perExecution = (counts: Map<string, number>) => Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => [name, count / MONITORED_EXECUTIONS]))
     const sent = perExecution(counted.sent)
     return {
@@ -229,6 +238,7 @@ async function measureRedisCost (embeddedUrl: string, replicaUrl: string, apiKey
       sharedP50,
       addedP50: sharedP50 - embeddedP50,
       roundTripP50,
+      ...admission,
       roundTripsPerExecution: Object.values(sent).reduce((sum, count) => sum + count, 0),
       sentPerExecution: sent,
       scriptedPerExecution: perExecution(counted.scripted),
@@ -252,6 +262,33 @@ async function measureRoundTrip (redisUrl: string): Promise<number> {
     return percentile(latencies.sort((a, b) => a - b), 0.5)
   } finally {
     client.disconnect()
+  }
+}
+
+/**
+ * What a replica adds to an execution's path, alone: counting the user in (and out) with the in-memory
+ * count of one process and with the shared one in Redis, the same classes the servers use, in turn.
+ */
+async function measureAdmission (redisUrl: string): Promise<{ admissionLocalP50: number, admissionSharedP50: number }> {
+  const redis = await connectRedis(redisUrl)
+  try {
+    const counts: Array<{ admission: Admission, latencies: number[] }> = [
+      { admission: new UserConcurrency(4), latencies: [] },
+      { admission: new SharedUserConcurrency(redis, 'bench-admission:', 4, 90_000), latencies: [] },
+    ]
+    const identity = { tenant: 'legacy', user: 'bench-admission' }
+    for (let index = 0; index < 1100; index++) {
+      for (const count of counts) {
+        const started = performance.now()
+        const leave = await count.admission.enter(identity)
+        if (index >= 100) count.latencies.push(performance.now() - started)
+        leave()
+      }
+    }
+    const [admissionLocalP50, admissionSharedP50] = counts.map((count) => percentile(count.latencies.sort((a, b) => a - b), 0.5)) as [number, number]
+    return { admissionLocalP50, admissionSharedP50 }
+  } finally {
+    redis.disconnect()
   }
 }
 
@@ -317,6 +354,8 @@ export function describeCluster (result: ClusterResult): string {
       ` a replica on Redis and STORAGE=s3 p50 ${ms(redis.sharedP50, 2)} ms: **${ms(redis.addedP50, 2)} ms added** at p50 for an execution on its own replica` +
       ` (target ≤ 1 ms). An execution sends Redis ${redis.roundTripsPerExecution.toFixed(2)} commands (${counts(redis.sentPerExecution)}),` +
       ` and Redis runs ${counts(redis.scriptedPerExecution)} inside their scripts (MONITOR over ${MONITORED_EXECUTIONS} executions, the heartbeat left out).` +
-      ` One round trip to this Redis (PING from the bench, c=1) takes ${ms(redis.roundTripP50, 3)} ms at p50.`,
+      ` One round trip to this Redis (PING from the bench, c=1) takes ${ms(redis.roundTripP50, 3)} ms at p50; the admission step alone` +
+      ` (counting the user in, as a server does, 1000 times each in turn) takes ${ms(redis.admissionSharedP50, 3)} ms in Redis against` +
+      ` ${ms(redis.admissionLocalP50, 4)} ms in memory: ${ms(redis.admissionSharedP50 - redis.admissionLocalP50, 3)} ms added per execution by the shared state.`,
   ].join('\n')
 }
