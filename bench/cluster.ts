@@ -22,8 +22,8 @@ import { percentile } from './measure.ts'
  * - a forward: GET api/kernels/<id> answered by the kernel's replica against the same request sent to
  *   another replica, which forwards it, alternating at c=1;
  * - the Redis round trips of an execution: c=1 p50 of a replica (REDIS_URL, STORAGE=s3) against the
- *   embedded process, one execution on each in turn, the admission step alone, and the commands Redis receives per execution (MONITOR, the
- *   heartbeat left out).
+ *   embedded process, one execution on each in turn; the admission step alone; and the commands Redis
+ *   receives per execution (MONITOR, the heartbeat left out).
  * Every execution names its user (`user_id`, as LibreChat does), 16 users, so the per-user concurrency
  * count, which lives in Redis on replicas, is on every execution's path.
  */
