@@ -9,8 +9,8 @@
  * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
  * Open Terminal rows (bench/terminals.ts); `cluster` the rows of replicas on Redis and S3 (bench/cluster.ts,
  * results in cluster.json and cluster.md), which only run when named: they start a Redis, an s3rver and four
- * servers, and add about 4 minutes (3m53s under a load of 9–17 on 2 cores), more than the 2 minutes the
- * default run may grow by.
+ * servers, and take 2–4 minutes (1m56s under a load of 4–10 on 2 cores, 3m53s under 9–17), at or past the
+ * 2 minutes the default run may grow by.
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
