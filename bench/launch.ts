@@ -54,13 +54,16 @@ export async function launchJupyterServer (): Promise<BenchServer | null> {
   }
 }
 
-/** Start `src/server.ts` of `repo` (this checkout by default) on a free port with `env`, and wait until it is ready. */
+/**
+ * Start `src/server.ts` of `repo` (this checkout by default) on a free port with `env`, and wait until it is
+ * ready. Its API key is `env.CODE_API_KEY` (replicas of one deployment share theirs), a random one otherwise.
+ */
 export async function launchServer (env: Record<string, string>, repo: string = REPO): Promise<BenchServer> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'warden-bench-'))
-  const apiKey = 'bench-' + Math.random().toString(36).slice(2)
+  const apiKey = env.CODE_API_KEY ?? 'bench-' + Math.random().toString(36).slice(2)
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
     cwd: repo,
-    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CODE_API_KEY: apiKey, LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, LOG_LEVEL: 'info', ...env, CODE_API_KEY: apiKey },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   // a benchmark that dies of an exception must not leave its server and jails running

@@ -7,7 +7,10 @@
  * BENCH_SKIP_BASELINE, BENCH_LANGUAGE_RUNS (10 measured runs per language program and side), BENCH_LANGUAGES
  * (the lang values to measure; all installed), BENCH_COMPARE_REF (a commit, e.g. HEAD~1: its warm pool runs
  * beside this checkout's, row by row alternating, and the report shows both side by side); `terminal` names the
- * Open Terminal rows (bench/terminals.ts).
+ * Open Terminal rows (bench/terminals.ts); `cluster` the rows of replicas on Redis and S3 (bench/cluster.ts,
+ * results in cluster.json and cluster.md), which only run when named: they start a Redis, an s3rver and four
+ * servers, and take 2–4 minutes (1m56s under a load of 4–10 on 2 cores, 3m53s under 9–17), at or past the
+ * 2 minutes the default run may grow by.
  */
 import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -15,6 +18,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { exportCommit, launchJupyterServer, launchServer, type BenchServer } from './launch.ts'
 import { measureLanguages, renderLanguageTable } from './languages.ts'
+import { describeCluster, measureCluster } from './cluster.ts'
 import { describeIdleKernels, measureIdleKernels } from './kernels.ts'
 import { describeTerminals, measureTerminals } from './terminals.ts'
 import { findInstanceDirs, percentile, readCpu, sampleWorkerMemory, type InstanceDirs } from './measure.ts'
@@ -196,6 +200,9 @@ await previous?.remove()
 const terminals = env.BENCH_URL === undefined && (only === undefined || only.includes('terminal'))
   ? await measureTerminals({ concurrencies: baselineConcurrencies, durationMs, jail })
   : null
+const cluster = env.BENCH_URL === undefined && only?.includes('cluster') === true
+  ? await measureCluster({ durationMs, jail, log: (line) => process.stderr.write(`${line}\n`) })
+  : null
 const machine = `${os.cpus().length} cores (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`
 const date = new Date().toISOString()
 const outDir = path.resolve(import.meta.dirname, 'results')
@@ -222,6 +229,11 @@ if (terminals !== null) {
   await writeFile(path.join(outDir, 'terminals.json'), JSON.stringify({ date, machine, jail, ...terminals }, null, 2) + '\n')
   await writeFile(path.join(outDir, 'terminals.md'), `Measured ${date} on ${machine}, jail ${jail}.\n\n${describeTerminals(terminals)}\n`)
   process.stdout.write(`\n${describeTerminals(terminals)}\n`)
+}
+if (cluster !== null) {
+  await writeFile(path.join(outDir, 'cluster.json'), JSON.stringify({ date, machine, jail, durationPerRunS: durationMs / 1000, ...cluster }, null, 2) + '\n')
+  await writeFile(path.join(outDir, 'cluster.md'), `Measured ${date} on ${machine}, jail ${jail}, ${durationMs / 1000} s per row.\n\n${describeCluster(cluster)}\n`)
+  process.stdout.write(`\n${describeCluster(cluster)}\n`)
 }
 // the language rows have files of their own: a run of only them leaves the other results as they were
 if (languages.length > 0) {

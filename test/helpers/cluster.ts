@@ -1,7 +1,6 @@
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
-import type { Duplex } from 'node:stream'
 import type { TestContext } from 'node:test'
 import { startRedis, type RunningRedis } from './redis.ts'
+import { proxyUrl, startRoundRobinProxy, type ProxiedRequest } from './round-robin-proxy.ts'
 import { startS3, s3Env, type RunningS3 } from './s3.ts'
 import { startServer, type Driver, type RunningServer } from './server.ts'
 
@@ -17,7 +16,7 @@ export interface RunningCluster {
   replicas: RunningServer[]
   proxy: RunningServer
   /** the replica index each proxied request went to, in order, with its method and path */
-  served: Array<{ replica: number, method: string, path: string }>
+  served: ProxiedRequest[]
 }
 
 export const CLUSTER_TEST_SECRET = 'cluster-test-secret-0123456789abcdefghij'
@@ -30,53 +29,9 @@ export async function startCluster (t: TestContext, options: { driver: Driver, r
   const apiKey = `cluster-${Math.random().toString(36).slice(2)}`
   const replicas = await Promise.all(Array.from({ length: options.replicas }, async () => await startServer(t, { driver: options.driver, env, apiKey })))
   const served: RunningCluster['served'] = []
-  const proxy = await startRoundRobinProxy(replicas, served)
+  const proxy = await startRoundRobinProxy(replicas.map((replica) => replica.baseUrl), served)
   t.after(async () => { await new Promise((resolve) => proxy.close(resolve)) })
-  const address = proxy.address()
-  const baseUrl = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
+  const baseUrl = proxyUrl(proxy)
   const first = replicas[0]!
   return { redis, s3, replicas, served, proxy: { ...first, baseUrl, apiUrl: `${baseUrl}/v1` } }
-}
-
-/** A load balancer without affinity: request n goes to replica n mod N, an upgrade included. */
-async function startRoundRobinProxy (replicas: RunningServer[], served: RunningCluster['served']): Promise<Server> {
-  let next = 0
-  const pick = (request: IncomingMessage) => {
-    const replica = next++ % replicas.length
-    served.push({ replica, method: request.method ?? 'GET', path: (request.url ?? '/').split('?')[0] ?? '/' })
-    return new URL(replicas[replica]!.baseUrl)
-  }
-  const server = createServer((request, response) => {
-    const target = pick(request)
-    const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: request.method, headers: request.headers }, (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers)
-      answer.pipe(response)
-    })
-    outgoing.once('error', () => { if (!response.headersSent) response.writeHead(502).end(); else response.destroy() })
-    request.pipe(outgoing)
-  })
-  server.on('upgrade', (request: IncomingMessage, client: Duplex, head: Buffer) => {
-    const target = pick(request)
-    const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: 'GET', headers: request.headers })
-    outgoing.once('upgrade', (answer, upstream, upstreamHead) => {
-      let lines = `HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n`
-      for (let index = 0; index + 1 < answer.rawHeaders.length; index += 2) lines += `${answer.rawHeaders[index]}: ${answer.rawHeaders[index + 1]}\r\n`
-      client.write(`${lines}\r\n`)
-      if (upstreamHead.length > 0) client.write(upstreamHead)
-      if (head.length > 0) upstream.write(head)
-      const close = () => { upstream.destroy(); client.destroy() }
-      upstream.once('error', close).once('close', close)
-      client.once('error', close).once('close', close)
-      upstream.pipe(client)
-      client.pipe(upstream)
-    })
-    outgoing.once('response', (answer) => {
-      client.write(`HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\nconnection: close\r\n\r\n`)
-      client.end()
-    })
-    outgoing.once('error', () => client.destroy())
-    outgoing.end()
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return server
 }
