@@ -16,9 +16,16 @@ export interface RunningCluster {
   s3: RunningS3
   replicas: RunningServer[]
   proxy: RunningServer
+  /** the replicas' REDIS_PREFIX: their keys in Redis start with it */
+  prefix: string
   /** the replica index each proxied request went to, in order, with its method and path */
   served: Array<{ replica: number, method: string, path: string }>
 }
+
+/** The proxy's response header naming the replica (its index in `replicas`) that got the request. */
+export const SERVED_BY_HEADER = 'x-test-served-by'
+/** Set on the proxy's own 502, when the replica it chose did not answer: the load balancer's answer, not Warden's. */
+export const PROXY_ERROR_HEADER = 'x-test-proxy-error'
 
 export const CLUSTER_TEST_SECRET = 'cluster-test-secret-0123456789abcdefghij'
 
@@ -26,7 +33,8 @@ export async function startCluster (t: TestContext, options: { driver: Driver, r
   const hooks = t as unknown as { after (fn: () => Promise<void>): void }
   const redis = await startRedis(hooks)
   const s3 = await startS3(hooks)
-  const env = { ...s3Env(s3), REDIS_URL: redis.url, REDIS_PREFIX: `c${Date.now()}:`, CLUSTER_SECRET: CLUSTER_TEST_SECRET, ...options.env }
+  const prefix = `c${Date.now()}:`
+  const env = { ...s3Env(s3), REDIS_URL: redis.url, REDIS_PREFIX: prefix, CLUSTER_SECRET: CLUSTER_TEST_SECRET, ...options.env }
   const apiKey = `cluster-${Math.random().toString(36).slice(2)}`
   const replicas = await Promise.all(Array.from({ length: options.replicas }, async () => await startServer(t, { driver: options.driver, env, apiKey })))
   const served: RunningCluster['served'] = []
@@ -35,7 +43,7 @@ export async function startCluster (t: TestContext, options: { driver: Driver, r
   const address = proxy.address()
   const baseUrl = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
   const first = replicas[0]!
-  return { redis, s3, replicas, served, proxy: { ...first, baseUrl, apiUrl: `${baseUrl}/v1` } }
+  return { redis, s3, replicas, prefix, served, proxy: { ...first, baseUrl, apiUrl: `${baseUrl}/v1` } }
 }
 
 /** A load balancer without affinity: request n goes to replica n mod N, an upgrade included. */
@@ -44,19 +52,39 @@ async function startRoundRobinProxy (replicas: RunningServer[], served: RunningC
   const pick = (request: IncomingMessage) => {
     const replica = next++ % replicas.length
     served.push({ replica, method: request.method ?? 'GET', path: (request.url ?? '/').split('?')[0] ?? '/' })
-    return new URL(replicas[replica]!.baseUrl)
+    return replica
   }
   const server = createServer((request, response) => {
-    const target = pick(request)
+    const replica = pick(request)
+    const target = new URL(replicas[replica]!.baseUrl)
     const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: request.method, headers: request.headers }, (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers)
+      response.writeHead(answer.statusCode ?? 502, { ...answer.headers, [SERVED_BY_HEADER]: String(replica) })
+      // the head goes at once: a client learns which replica answers before the body, even one cut short
+      response.flushHeaders()
       answer.pipe(response)
+      // the replica died mid-body: the client's response is cut as the replica's was, never left hanging
+      answer.once('close', () => { if (!answer.complete && !response.writableEnded) response.destroy() })
     })
-    outgoing.once('error', () => { if (!response.headersSent) response.writeHead(502).end(); else response.destroy() })
+    outgoing.once('error', () => {
+      if (response.headersSent) {
+        // a response already passed on whole is the client's; its connection may carry its next request
+        if (!response.writableEnded) response.destroy()
+        return
+      }
+      // a dead replica: a load balancer's 502, given once the client has sent its whole request (answering
+      // earlier makes the client's upload fail with a reset instead of reading this answer)
+      const answer = () => {
+        if (response.headersSent || response.destroyed) return
+        response.writeHead(502, { 'content-type': 'text/plain', [SERVED_BY_HEADER]: String(replica), [PROXY_ERROR_HEADER]: 'upstream' }).end('bad gateway: the replica did not answer')
+      }
+      request.unpipe(outgoing)
+      if (request.readableEnded) answer()
+      else request.once('end', answer).resume()
+    })
     request.pipe(outgoing)
   })
   server.on('upgrade', (request: IncomingMessage, client: Duplex, head: Buffer) => {
-    const target = pick(request)
+    const target = new URL(replicas[pick(request)]!.baseUrl)
     const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: 'GET', headers: request.headers })
     outgoing.once('upgrade', (answer, upstream, upstreamHead) => {
       let lines = `HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n`
@@ -77,6 +105,10 @@ async function startRoundRobinProxy (replicas: RunningServer[], served: RunningC
     outgoing.once('error', () => client.destroy())
     outgoing.end()
   })
+  // idle client connections stay open until the client closes them (as a load balancer's long idle timeout
+  // does): with Node's 5 s the proxy could close one the instant the test's client reused it for a new
+  // request, a reset no replica had part in (seen when the test's event loop stalled for a second)
+  server.keepAliveTimeout = 0
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return server
 }
