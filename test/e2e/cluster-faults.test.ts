@@ -391,8 +391,8 @@ async function pauseOn (replica: RunningServer): Promise<{ token: string, result
  * Every file in the bucket (its metadata object exists) that a replica would serve other than whole. Each
  * is downloaded through `replica` for the tenant (no user): a 200 must carry exactly the bytes its metadata
  * and its data object say. Not served (404) is fine: a file whose upload S3's stop cut short, never
- * acknowledged. s3rver writes an object in place, so such an upload can leave a metadata object s3rver
- * itself cannot read back (it answers 500): Warden then answers 503 storage_unavailable for it, which is fine too.
+ * acknowledged. s3rver writes an object in place, so such an upload can leave a metadata object empty or
+ * cut (Warden: 404), or one s3rver itself cannot read back (it answers 500; Warden: 503 storage_unavailable).
  */
 async function halfWritten (cluster: RunningCluster, replica: RunningServer): Promise<string[]> {
   const client = createS3Client(cluster.s3.settings)
@@ -414,8 +414,7 @@ async function halfWritten (cluster: RunningCluster, replica: RunningServer): Pr
     for (const key of metadata) {
       const response = await fetch(`${replica.apiUrl}/download/${key.slice(prefix.length)}`, { headers: { 'x-api-key': replica.apiKey }, signal: AbortSignal.timeout(HANG_MS) })
       const body = Buffer.from(await response.arrayBuffer())
-      const declared = await client.send(new GetObjectCommand({ Bucket: S3_BUCKET, Key: `${key}.json` }))
-        .then(async (object) => (JSON.parse(await object.Body!.transformToString()) as { size: number }).size, () => null)
+      const declared = await declaredSize(client, `${key}.json`)
       if (response.status === 200) {
         if (body.length !== declared || body.length !== sizes.get(key)) problems.push(`${key}: served ${body.length} bytes; its metadata says ${String(declared)}, the bucket holds ${String(sizes.get(key))}`)
       } else if (!(response.status === 404 || (response.status === 503 && declared === null))) {
@@ -426,4 +425,14 @@ async function halfWritten (cluster: RunningCluster, replica: RunningServer): Pr
     client.destroy()
   }
   return problems
+}
+
+/** The size a metadata object declares; null where s3rver cannot serve it or it is not whole JSON. */
+async function declaredSize (client: ReturnType<typeof createS3Client>, key: string): Promise<number | null> {
+  try {
+    const object = await client.send(new GetObjectCommand({ Bucket: S3_BUCKET, Key: key }))
+    return (JSON.parse(await object.Body!.transformToString()) as { size: number }).size
+  } catch {
+    return null
+  }
 }
