@@ -275,7 +275,7 @@ async function measureAdmission (redisUrl: string): Promise<{ admissionLocalP50:
   try {
     const counts: Array<{ admission: Admission, latencies: number[] }> = [
       { admission: new UserConcurrency(4), latencies: [] },
-      { admission: new SharedUserConcurrency(redis, 'bench-admission:', 4, 90_000), latencies: [] },
+      { admission: new SharedUserConcurrency(redis, 'bench-admission:', 4, 90_000, 'bench'), latencies: [] },
     ]
     const identity = { tenant: 'legacy', user: 'bench-admission' }
     for (let index = 0; index < 1100; index++) {

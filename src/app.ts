@@ -59,8 +59,8 @@ export interface AppServices {
   live: LiveWorkers | null
   kernels: KernelManager | null
   workspaces: Workspaces
-  /** the replicas' shared Redis (REDIS_URL); absent or null for one process (the default) */
-  cluster?: { redis: Redis, prefix: string } | null
+  /** the replicas' shared Redis (REDIS_URL) and this replica's id in it; absent or null for one process (the default) */
+  cluster?: { redis: Redis, prefix: string, replicaId: string } | null
   /** sends requests for kernels and paused runs other replicas hold to them (REDIS_URL); absent for one process */
   forwarder?: Forwarder | null
   /** where this replica says which kernels and paused runs it holds (REDIS_URL) */
@@ -179,7 +179,7 @@ export async function buildApp (config: Config, services: AppServices) {
     admission: services.cluster == null
       ? new UserConcurrency(config.admission.maxConcurrentPerUser)
       // a lease outlives the longest execution and its output collection
-      : new SharedUserConcurrency(services.cluster.redis, services.cluster.prefix, config.admission.maxConcurrentPerUser, config.limits.timeoutMs + 60_000),
+      : new SharedUserConcurrency(services.cluster.redis, services.cluster.prefix, config.admission.maxConcurrentPerUser, config.limits.timeoutMs + 60_000, services.cluster.replicaId),
     metrics: services.metrics,
     logCode: config.logCode,
     languages: services.languages,

@@ -56,8 +56,8 @@ export interface Services {
   /** light workers for programs that need no data stack, when the light zygote is on */
   flavorOf: FlavorOf
   workspaces: Workspaces
-  /** the replicas' shared Redis (REDIS_URL); null for one process (the default) */
-  cluster: { redis: Redis, prefix: string } | null
+  /** the replicas' shared Redis (REDIS_URL) and this replica's id in it; null for one process (the default) */
+  cluster: { redis: Redis, prefix: string, replicaId: string } | null
   /** the routing table of the kernels and paused runs this replica holds (REDIS_URL); null for one process */
   routes: LiveRoutes | null
   /** sends requests for live things other replicas hold to them (REDIS_URL); null for one process */
@@ -169,7 +169,7 @@ export async function startServices (config: Config, log: Logger): Promise<Servi
     store,
     flavorOf: (program, code) => chooseFlavor(program, code, stdlib),
     workspaces,
-    cluster,
+    cluster: cluster === null || replicas === null ? null : { ...cluster, replicaId: replicas.replicaId },
     routes,
     forwarder,
     advertise: (address) => { routes?.start(config.cluster?.advertiseUrl ?? advertisedUrl(address)) },

@@ -19,6 +19,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return redis.call('ZCARD', KEYS[1])
 `
 
+/** The sorted set of the replicas' beats: member the replica's id, score its last beat (Redis's clock, ms). */
+export function replicasKey (prefix: string): string {
+  return `${prefix}replicas`
+}
+
 type BeatScript = (key: string, replicaId: string, ttlMs: number) => Promise<number>
 
 export interface ClusterView {
@@ -71,6 +76,6 @@ export class ReplicaRegistry {
   }
 
   private get key (): string {
-    return `${this.prefix}replicas`
+    return replicasKey(this.prefix)
   }
 }

@@ -9,7 +9,7 @@ import type { FlavorOf } from './flavor.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { collectRun, type CollectLimits, type CollectedRun } from './collect-run.ts'
 import { compileKey, type CompileCache } from './compile-cache.ts'
-import { resolveInputs, stagedInputs, toWorkerInputs, type InputRef, type ResolvedInput } from './inputs.ts'
+import { resolveInputs, stagedInputs, toWorkerInputs, type InputReads, type InputRef, type ResolvedInput } from './inputs.ts'
 import { programFor, type LanguageDescriptor } from './languages/index.ts'
 import { classifyOutcome, type Outcome } from './outcome.ts'
 import { planWorkspace, updateWorkspace, type WorkspacePlan, type WorkspaceRequest } from './workspace.ts'
@@ -100,6 +100,8 @@ export interface PreparedExecution {
   executionId: string
   plan: WorkspacePlan
   explicit: ResolvedInput[]
+  /** the store's failure while the worker's inputs were read, if any */
+  inputReads: InputReads
   /** the job a worker runs, whichever worker it is (single-use, or live for a paused run) */
   job: Omit<WorkerJob, 'keep'>
   outputs: OutputCollector
@@ -119,18 +121,20 @@ export async function prepareExecution (request: ExecutionRequest, deps: ExecDep
   const inputs = stagedInputs(plan.files, explicit, limits.workdirBytes)
   const timeoutMs = Math.min(request.timeoutMs ?? limits.timeoutMs, limits.timeoutMs)
   const outputs = new OutputCollector(store, plan.executionId, request.identity, limits)
+  const inputReads: InputReads = { failure: null }
   const built = withCompileCache(programFor(request.language, { code: request.code, limits }), request, inputs.length, deps.compileCache)
   return {
     request,
     executionId: plan.executionId,
     plan,
     explicit,
+    inputReads,
     job: {
       owner: ownerKey(request.identity),
       program: built.program,
       code: request.code,
       args: request.args,
-      inputs: toWorkerInputs(inputs, store),
+      inputs: toWorkerInputs(inputs, store, inputReads),
       cpuSeconds: cpuSecondsFor(timeoutMs),
       outputs,
       ...(built.artifacts === undefined ? {} : { artifacts: built.artifacts }),
@@ -174,6 +178,10 @@ export async function finishExecution (prepared: PreparedExecution, run: Collect
   const { store, limits } = deps
   const workspaceDeps = { store, workspaces: deps.workspaces, settings: deps.sessions }
   clock.lap()
+  if (prepared.inputReads.failure !== null) {
+    await outputs.discard()
+    throw prepared.inputReads.failure
+  }
   // the jail died, or the worker broke before the code started: not the program's doing, so no outcome
   const brokeBeforeStart = run.vanished && run.phases.startedMs === null && run.protocolViolation === null
   if ((run.jailLost || brokeBeforeStart) && !run.timedOut && (run.counters?.oomKills ?? 0) === 0) {

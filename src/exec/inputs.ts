@@ -1,5 +1,5 @@
 import { canAccess, type Identity } from '../auth/identity.ts'
-import { WARDEN_ERRORS, WardenError } from '../errors.ts'
+import { isWardenError, WARDEN_ERRORS, WardenError } from '../errors.ts'
 import type { WorkerInput } from '../pool/run.ts'
 import type { FileStore, StoredFile } from '../storage/file-store.ts'
 import { validateFileName } from '../storage/file-names.ts'
@@ -70,15 +70,29 @@ export function workdirFootprint (sizes: number[]): number {
   return sizes.reduce((sum, size) => sum + Math.ceil(size / PAGE_BYTES) * PAGE_BYTES, 0)
 }
 
-/** How a worker reads an input: streamed from the store, marking it used. */
-export function toWorkerInputs (inputs: ResolvedInput[], store: FileStore): WorkerInput[] {
+/**
+ * Where a run's reads of its inputs keep the first failure of the store (S3 gone mid-stream, a file
+ * deleted since it was resolved): the worker only sees its job cut short, so the execution answers
+ * this failure rather than a broken sandbox.
+ */
+export interface InputReads { failure: WardenError | null }
+
+/** How a worker reads an input: streamed from the store, marking it used; a failure is kept in `reads`. */
+export function toWorkerInputs (inputs: ResolvedInput[], store: FileStore, reads: InputReads = { failure: null }): WorkerInput[] {
   return inputs.map(({ ref, file }) => ({
     name: ref.name,
     size: file.size,
     read: async function * () {
-      const opened = await store.open(file.storageSessionId, file.id)
-      if (opened === null) throw new Error(`input ${ref.name} disappeared`)
-      for await (const chunk of opened.stream) yield chunk as Uint8Array
+      try {
+        const opened = await store.open(file.storageSessionId, file.id)
+        if (opened === null) throw new WardenError(WARDEN_ERRORS.inputNotFound, `Input file "${ref.name}" was deleted before the execution read it.`)
+        for await (const chunk of opened.stream) yield chunk as Uint8Array
+      } catch (error) {
+        reads.failure ??= isWardenError(error)
+          ? error
+          : new WardenError(WARDEN_ERRORS.storageUnavailable, 'The file storage stopped while an input file was read; retry in a moment.', {}, { cause: error })
+        throw error
+      }
     },
   }))
 }

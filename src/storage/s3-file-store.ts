@@ -42,6 +42,15 @@ const QUEUE_SIZE = 2
 const CONNECT_TIMEOUT_MS = 3_000
 const REQUEST_TIMEOUT_MS = 60_000
 
+/**
+ * A use (a download, an execution's input, a freshness probe) rewrites the metadata object only when the
+ * use it records is older than this. A PUT per read would turn a hot file's reads into as many writes (S3
+ * bills a PUT as about twelve GETs), and S3 servers that write an object in place (s3rver does) let a read
+ * racing that rewrite see half a metadata object: a file that exists answered 404 or 503. Retention
+ * (FILE_TTL, 24 h) and LibreChat's freshness check (23 h) need no finer time than this.
+ */
+export const RECORD_USE_AFTER_MS = 60_000
+
 const StoredMetadataSchema = MetadataSchema.extend({ lastUsedAt: z.iso.datetime() })
 const silentLog: StorageLog = { info () {}, warn () {} }
 
@@ -70,13 +79,13 @@ export function createS3Client (settings: S3Settings): S3Client {
 }
 
 /** Open the store on `settings.bucket`; fails with storage_unavailable when the bucket cannot be reached. */
-export async function openS3FileStore (settings: S3Settings, log: StorageLog = silentLog, client = createS3Client(settings)): Promise<FileStore> {
+export async function openS3FileStore (settings: S3Settings, log: StorageLog = silentLog, client = createS3Client(settings), recordUseAfterMs = RECORD_USE_AFTER_MS): Promise<FileStore> {
   await s3Call(() => client.send(new HeadBucketCommand({ Bucket: settings.bucket })))
-  return new S3FileStore(client, settings, log)
+  return new S3FileStore(client, settings, log, recordUseAfterMs)
 }
 
 class S3FileStore implements FileStore {
-  constructor (private readonly client: S3Client, private readonly settings: S3Settings, private readonly log: StorageLog) {}
+  constructor (private readonly client: S3Client, private readonly settings: S3Settings, private readonly log: StorageLog, private readonly recordUseAfterMs: number) {}
 
   async create (file: NewFile, maxBytes: number): Promise<FileWriter> {
     const base = pendingMetadata(file, maxBytes)
@@ -118,19 +127,25 @@ class S3FileStore implements FileStore {
       this.log.warn({ storageSessionId, fileId }, 'stored file\'s data does not match its metadata')
       return null
     }
-    const usedAt = Date.now()
     try {
-      await this.#writeMetadata(read.metadata, usedAt)
+      return { file: await this.#recordUse(read), stream }
     } catch (err) {
       stream.destroy()
       throw err
     }
-    return { file: toStoredFile(read.metadata, usedAt), stream }
   }
 
   async touch (storageSessionId: string, fileId: string): Promise<void> {
     const read = await this.#readFull(storageSessionId, fileId)
-    if (read !== null) await this.#writeMetadata(read.metadata, Date.now())
+    if (read !== null) await this.#recordUse(read)
+  }
+
+  /** The file as of this use: its metadata rewritten only where the recorded use is RECORD_USE_AFTER_MS old. */
+  async #recordUse (read: { file: StoredFile, metadata: Metadata }): Promise<StoredFile> {
+    const usedAt = Date.now()
+    if (usedAt - Date.parse(read.file.lastUsedAt) < this.recordUseAfterMs) return read.file
+    await this.#writeMetadata(read.metadata, usedAt)
+    return toStoredFile(read.metadata, usedAt)
   }
 
   async list (storageSessionId: string): Promise<StoredFile[]> {

@@ -15,9 +15,13 @@ export interface RunningCluster {
   s3: RunningS3
   replicas: RunningServer[]
   proxy: RunningServer
+  /** the replicas' REDIS_PREFIX: their keys in Redis start with it */
+  prefix: string
   /** the replica index each proxied request went to, in order, with its method and path */
   served: ProxiedRequest[]
 }
+
+export { PROXY_ERROR_HEADER, SERVED_BY_HEADER } from './round-robin-proxy.ts'
 
 export const CLUSTER_TEST_SECRET = 'cluster-test-secret-0123456789abcdefghij'
 
@@ -25,7 +29,8 @@ export async function startCluster (t: TestContext, options: { driver: Driver, r
   const hooks = t as unknown as { after (fn: () => Promise<void>): void }
   const redis = await startRedis(hooks)
   const s3 = await startS3(hooks)
-  const env = { ...s3Env(s3), REDIS_URL: redis.url, REDIS_PREFIX: `c${Date.now()}:`, CLUSTER_SECRET: CLUSTER_TEST_SECRET, ...options.env }
+  const prefix = `c${Date.now()}:`
+  const env = { ...s3Env(s3), REDIS_URL: redis.url, REDIS_PREFIX: prefix, CLUSTER_SECRET: CLUSTER_TEST_SECRET, ...options.env }
   const apiKey = `cluster-${Math.random().toString(36).slice(2)}`
   const replicas = await Promise.all(Array.from({ length: options.replicas }, async () => await startServer(t, { driver: options.driver, env, apiKey })))
   const served: RunningCluster['served'] = []
@@ -33,5 +38,5 @@ export async function startCluster (t: TestContext, options: { driver: Driver, r
   t.after(async () => { await new Promise((resolve) => proxy.close(resolve)) })
   const baseUrl = proxyUrl(proxy)
   const first = replicas[0]!
-  return { redis, s3, replicas, served, proxy: { ...first, baseUrl, apiUrl: `${baseUrl}/v1` } }
+  return { redis, s3, replicas, prefix, served, proxy: { ...first, baseUrl, apiUrl: `${baseUrl}/v1` } }
 }

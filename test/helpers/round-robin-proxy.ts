@@ -1,6 +1,11 @@
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 
+/** The proxy's response header naming the backend (its index in `backends`) that got the request. */
+export const SERVED_BY_HEADER = 'x-test-served-by'
+/** Set on the proxy's own 502, when the backend it chose did not answer: the load balancer's answer, not Warden's. */
+export const PROXY_ERROR_HEADER = 'x-test-proxy-error'
+
 /** Which backend a proxied request went to (its index in `backends`), with its method and path. */
 export interface ProxiedRequest { replica: number, method: string, path: string }
 
@@ -14,19 +19,38 @@ export async function startRoundRobinProxy (backends: string[], served?: Proxied
   const pick = (request: IncomingMessage) => {
     const replica = next++ % backends.length
     served?.push({ replica, method: request.method ?? 'GET', path: (request.url ?? '/').split('?')[0] ?? '/' })
-    return new URL(backends[replica]!)
+    return { replica, target: new URL(backends[replica]!) }
   }
   const server = createServer((request, response) => {
-    const target = pick(request)
+    const { replica, target } = pick(request)
     const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: request.method, headers: request.headers }, (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers)
+      response.writeHead(answer.statusCode ?? 502, { ...answer.headers, [SERVED_BY_HEADER]: String(replica) })
+      // the head goes at once: a client learns which backend answers before the body, even one cut short
+      response.flushHeaders()
       answer.pipe(response)
+      // the backend died mid-body: the client's response is cut as the backend's was, never left hanging
+      answer.once('close', () => { if (!answer.complete && !response.writableEnded) response.destroy() })
     })
-    outgoing.once('error', () => { if (!response.headersSent) response.writeHead(502).end(); else response.destroy() })
+    outgoing.once('error', () => {
+      if (response.headersSent) {
+        // a response already passed on whole is the client's; its connection may carry its next request
+        if (!response.writableEnded) response.destroy()
+        return
+      }
+      // a dead backend: a load balancer's 502, given once the client has sent its whole request (answering
+      // earlier makes the client's upload fail with a reset instead of reading this answer)
+      const answer = () => {
+        if (response.headersSent || response.destroyed) return
+        response.writeHead(502, { 'content-type': 'text/plain', [SERVED_BY_HEADER]: String(replica), [PROXY_ERROR_HEADER]: 'upstream' }).end('bad gateway: the replica did not answer')
+      }
+      request.unpipe(outgoing)
+      if (request.readableEnded) answer()
+      else request.once('end', answer).resume()
+    })
     request.pipe(outgoing)
   })
   server.on('upgrade', (request: IncomingMessage, client: Duplex, head: Buffer) => {
-    const target = pick(request)
+    const { target } = pick(request)
     const outgoing = httpRequest({ hostname: target.hostname, port: target.port, path: request.url, method: 'GET', headers: request.headers })
     outgoing.once('upgrade', (answer, upstream, upstreamHead) => {
       let lines = `HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n`
@@ -47,6 +71,10 @@ export async function startRoundRobinProxy (backends: string[], served?: Proxied
     outgoing.once('error', () => client.destroy())
     outgoing.end()
   })
+  // idle client connections stay open until the client closes them (as a load balancer's long idle timeout
+  // does): with Node's 5 s the proxy could close one the instant the client reused it for a new request,
+  // a reset no backend had part in (seen when the test's event loop stalled for a second)
+  server.keepAliveTimeout = 0
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return server
 }

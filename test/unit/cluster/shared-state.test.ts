@@ -87,11 +87,20 @@ describe('workspaces shared in Redis', () => {
   })
 })
 
+/** A replica's admission on its own connection, registered in the replicas' view as a server's is. */
+async function admissionOf (prefix: string, limit: number, leaseMs: number): Promise<{ admission: SharedUserConcurrency, client: Redis, registry: ReplicaRegistry }> {
+  const client = await replica()
+  const registry = new ReplicaRegistry(client, prefix)
+  await registry.join()
+  cleanups.push(async () => { await registry.leave() })
+  return { admission: new SharedUserConcurrency(client, prefix, limit, leaseMs, registry.replicaId), client, registry }
+}
+
 describe('per-user concurrency counted across replicas', () => {
   test('the limit holds across two replicas; counting out frees a place for either', async () => {
     const prefix = `t-${newId()}:`
-    const a = new SharedUserConcurrency(await replica(), prefix, 2, 60_000)
-    const b = new SharedUserConcurrency(await replica(), prefix, 2, 60_000)
+    const { admission: a } = await admissionOf(prefix, 2, 60_000)
+    const { admission: b } = await admissionOf(prefix, 2, 60_000)
     const user = { tenant: 't', user: newId() }
     const leaveA = await a.enter(user)
     const leaveB = await b.enter(user)
@@ -110,15 +119,30 @@ describe('per-user concurrency counted across replicas', () => {
 
   test('the places of a replica that died without counting out come back when its leases run out', async () => {
     const prefix = `t-${newId()}:`
-    const dying = await replica()
+    const { admission: dying, client } = await admissionOf(prefix, 1, 300)
     const user = { tenant: 't', user: newId() }
-    await new SharedUserConcurrency(dying, prefix, 1, 300).enter(user)
-    dying.disconnect()
-    const survivor = new SharedUserConcurrency(await replica(), prefix, 1, 300)
+    await dying.enter(user)
+    client.disconnect()
+    const { admission: survivor } = await admissionOf(prefix, 1, 300)
     await assert.rejects(Promise.resolve(survivor.enter(user)), (error) => isWardenError(error, WARDEN_ERRORS.userBusy))
     await sleep(400)
     const leave = await survivor.enter(user)
     leave()
+  })
+
+  test('the places of a replica that died come back once it left the replicas\' view, long before its leases run out', async () => {
+    const prefix = `t-${newId()}:`
+    const { admission: dying, client } = await admissionOf(prefix, 2, 10 * 60_000)
+    const { admission: survivor } = await admissionOf(prefix, 2, 10 * 60_000)
+    const user = { tenant: 't', user: newId() }
+    await dying.enter(user)
+    await dying.enter(user)
+    client.disconnect() // no more beats, no count-outs: as a replica killed with SIGKILL
+    await assert.rejects(Promise.resolve(survivor.enter(user)), (error) => isWardenError(error, WARDEN_ERRORS.userBusy))
+    await sleep(REPLICA_TTL_MS + HEARTBEAT_MS)
+    const leaves = [await survivor.enter(user), await survivor.enter(user)]
+    await assert.rejects(Promise.resolve(survivor.enter(user)), (error) => isWardenError(error, WARDEN_ERRORS.userBusy), 'the survivor\'s own leases still count')
+    for (const leave of leaves) leave()
   })
 })
 
@@ -151,7 +175,7 @@ describe('Redis away', () => {
     const client = await replica()
     const prefix = `t-${newId()}:`
     const workspaces = new SharedWorkspaceStore(client, prefix)
-    const concurrency = new SharedUserConcurrency(client, prefix, 4, 60_000)
+    const concurrency = new SharedUserConcurrency(client, prefix, 4, 60_000, newId())
     const id = newId()
     await workspaces.apply(id, 'runtime', alice, { put: { a: ref() }, remove: [] }, LIMITS)
     await redis.stop()

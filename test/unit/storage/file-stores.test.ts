@@ -54,8 +54,9 @@ const backends: Backend[] = [
     name: 's3',
     open: async (t) => {
       s3 ??= await startS3({ after: (fn) => { cleanups.push(fn) } })
-      // a prefix per test: tests share the bucket, never each other's files
-      return await openS3FileStore({ ...s3.settings, prefix: `t-${newId()}/` })
+      // a prefix per test: tests share the bucket, never each other's files. Every use is recorded here, as
+      // on disk; by default a use younger than a minute is not (s3-file-store.test.ts)
+      return await openS3FileStore({ ...s3.settings, prefix: `t-${newId()}/` }, undefined, undefined, 0)
     },
   },
 ]
