@@ -152,14 +152,17 @@ const PTC_LOOP = 'n = 0\nfor _ in range(10):\n    n = (await add_one(n=n))["valu
 const LOCAL_ADD_ONE = 'async def add_one(n):\n    return {"value": n + 1}\n'
 
 export function scenarios (): Scenario[] {
-  let input: { sessionId: string, fileId: string } | null = null
-  let tenFiles: Array<{ id: string, storage_session_id: string, name: string }> = []
+  // what a scenario's prepare uploaded, per server: with BENCH_COMPARE_REF both servers are prepared
+  // before either is measured, and each has only its own files
+  const inputs = new Map<string, { sessionId: string, fileId: string }>()
+  const tenFilesOf = new Map<string, Array<{ id: string, storage_session_id: string, name: string }>>()
   const uploadTen = async (client: Client) => {
-    tenFiles = []
+    const tenFiles: Array<{ id: string, storage_session_id: string, name: string }> = []
     for (let index = 0; index < 10; index++) {
       const uploaded = await client.upload(`part${index}.bin`, randomBytes(512 * 1024))
       tenFiles.push({ id: uploaded.files[0]?.fileId ?? '', storage_session_id: uploaded.storage_session_id, name: `part${index}.bin` })
     }
+    tenFilesOf.set(client.url, tenFiles)
   }
   return [
     {
@@ -209,10 +212,10 @@ export function scenarios (): Scenario[] {
       description: '1 MiB input in files[], processed, output downloaded',
       prepare: async (client) => {
         const uploaded = await client.upload('input.bin', randomBytes(1024 * 1024))
-        input = { sessionId: uploaded.storage_session_id, fileId: uploaded.files[0]?.fileId ?? '' }
+        inputs.set(client.url, { sessionId: uploaded.storage_session_id, fileId: uploaded.files[0]?.fileId ?? '' })
       },
       iteration: async (client) => [await timed(async () => {
-        const ref = input as { sessionId: string, fileId: string }
+        const ref = inputs.get(client.url)!
         const reply = await client.exec({
           lang: 'py',
           code: FILE_CODE,
@@ -230,7 +233,7 @@ export function scenarios (): Scenario[] {
       modes: ['warm'],
       prepare: async (client) => {
         await uploadTen(client)
-        const reply = await client.exec({ lang: 'py', code: 'print(1)', files: tenFiles, runtime_session_hint: 'bench' }, STATEFUL)
+        const reply = await client.exec({ lang: 'py', code: 'print(1)', files: tenFilesOf.get(client.url), runtime_session_hint: 'bench' }, STATEFUL)
         check(reply.stdout === '1\n', `the workspace was not made: ${reply.stderr.slice(0, 200)}`)
       },
       iteration: async (client) => [await timed(async () => {
@@ -244,7 +247,7 @@ export function scenarios (): Scenario[] {
       modes: ['warm'],
       prepare: uploadTen,
       iteration: async (client) => [await timed(async () => {
-        const reply = await client.exec({ lang: 'py', code: READ_TEN_CODE, files: tenFiles })
+        const reply = await client.exec({ lang: 'py', code: READ_TEN_CODE, files: tenFilesOf.get(client.url) })
         check(reply.stdout === `${10 * 512 * 1024}\n`, `unexpected stdout ${JSON.stringify(reply.stdout)} ${reply.stderr.slice(0, 200)}`)
       })],
     },
