@@ -142,7 +142,8 @@ export class WorkerPool implements WorkerProvider {
     this.noteDemand(lane)
     this.dropIdle((worker) => !worker.isAlive)
     // a light request while the warm workers are still the data lane's (the load just turned) takes one
-    // of those: waiting for a light fork instead was the slow 1% of print(1) at c=1
+    // of those rather than wait for a light fork. (That turn is not what makes print(1)'s slow 1% at c=1:
+    // there the light lane itself runs dry, its forks slower than the requests; README "Performance".)
     const warm = lane.idle.pop() ?? (options.exactFlavor === true ? undefined : this.standIn(lane))
     if (warm !== undefined) {
       this.acquiredWarm++
