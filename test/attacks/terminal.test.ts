@@ -141,10 +141,10 @@ for (const driver of availableDrivers()) {
       await pane.until(/\narmed/)
       await sleep(1000)
       const answers: Array<{ status: number, body: Json }> = []
+      const headers = { authorization: `Bearer ${server.apiKey}`, 'x-user-id': 'pid-filler' }
       for (let attempt = 0; attempt < 30 && !answers.some((answer) => answer.status === 429); attempt++) {
         const answer = await command('pid-filler', 'echo squeezed-in', { wait: 2 })
         answers.push({ status: answer.status, body: answer.body })
-        const headers = { authorization: `Bearer ${server.apiKey}`, 'x-user-id': 'pid-filler' }
         const opened = await fetch(`${base}/api/terminals`, { method: 'POST', headers })
         const body = await opened.json() as Json
         answers.push({ status: opened.status, body })

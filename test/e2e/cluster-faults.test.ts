@@ -409,7 +409,7 @@ async function halfWritten (cluster: RunningCluster, replica: RunningServer): Pr
     const sizes = new Map<string, number>()
     const metadata: string[] = []
     const root = path.join(cluster.s3.directory, S3_BUCKET)
-    for (const name of await readdir(path.join(root, prefix), { recursive: true }).catch(() => [] as string[])) {
+    for (const name of await readdir(path.join(root, prefix), { recursive: true })) {
       if (!name.endsWith(S3RVER_OBJECT)) continue
       const key = `${prefix}${name.slice(0, -S3RVER_OBJECT.length)}`
       const { size } = await stat(path.join(root, prefix, name))
